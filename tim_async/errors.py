@@ -1,0 +1,237 @@
+"""Exceptions raised by tim_async.
+
+Every exception the SDK raises on purpose is a :class:`TimError`:
+
+* :class:`TimAPIError` and its subclasses: the server answered with ``ErrorCode != 0``.
+  :func:`error_for_code` picks the subclass from one table.
+* :class:`TimTransportError`: no usable answer (connection failure, timeout, HTTP status other
+  than 200, a body that is not the JSON envelope). :class:`TimOutcomeUnknownError` when a
+  non-idempotent call may or may not have been applied.
+* :class:`TimValidationError` / :class:`TimTypeError`: bad input refused before anything was sent;
+  also a ``ValueError`` / ``TypeError``.
+
+Messages never contain the secret key or a UserSig.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "BUSY_CODES",
+    "RATE_LIMIT_CODES",
+    "RETRYABLE_CODES",
+    "USERSIG_EXPIRED",
+    "TimAPIError",
+    "TimAuthError",
+    "TimClosedError",
+    "TimConfigError",
+    "TimError",
+    "TimInvalidParameterError",
+    "TimLimitExceededError",
+    "TimNotFoundError",
+    "TimOutcomeUnknownError",
+    "TimPagingError",
+    "TimPermissionError",
+    "TimPremiumRequiredError",
+    "TimRateLimitedError",
+    "TimServerBusyError",
+    "TimTimeoutError",
+    "TimTransportError",
+    "TimTypeError",
+    "TimValidationError",
+    "error_for_code",
+]
+
+
+class TimError(Exception):
+    """Base class of every error tim_async raises."""
+
+
+# --------------------------------------------------------------------------- bad input / config
+
+
+class TimValidationError(TimError, ValueError):
+    """Input refused before sending: names the field and the documented limit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class TimTypeError(TimError, TypeError):
+    """Input of the wrong type, refused before sending."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class TimConfigError(TimError, ValueError):
+    """The client was configured wrongly (raised at construction)."""
+
+
+class TimClosedError(TimError, RuntimeError):
+    """The client was used after ``close()``."""
+
+
+# --------------------------------------------------------------------------- server answers
+
+
+class TimAPIError(TimError):
+    """The server answered with ``ErrorCode != 0``."""
+
+    def __init__(
+        self,
+        code: int,
+        info: str,
+        api: str,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.code = code
+        self.info = info
+        self.api = api
+        self.body: Mapping[str, Any] = body if body is not None else {}
+        super().__init__(f"{api}: ErrorCode {code}: {info}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.info, self.api, self.body))
+
+
+class TimInvalidParameterError(TimAPIError):
+    """The server rejected a parameter (10004, 60002, 60003, 60009, 60015, ...)."""
+
+
+class TimNotFoundError(TimAPIError):
+    """The message or group does not exist (23004, 10010, 10015, ...)."""
+
+
+class TimPermissionError(TimAPIError):
+    """The operation is not allowed for this account, group type or app (10007, 60010, ...)."""
+
+
+class TimPremiumRequiredError(TimAPIError):
+    """The feature needs a paid edition or is switched off (10008, 10059, 60020)."""
+
+
+class TimLimitExceededError(TimAPIError):
+    """A documented size or count limit was exceeded (10045-10048, 10063, ...)."""
+
+
+class TimRateLimitedError(TimAPIError):
+    """A frequency limit was hit (60007, 60011, 60018, 60019, 10006, 10049); retried first."""
+
+
+class TimAuthError(TimAPIError):
+    """Authentication or account configuration failed (60004-60006, 70xxx, ...)."""
+
+
+class TimServerBusyError(TimAPIError):
+    """The server asked to try again later (10002, 60008, 60013, 60014); retried first."""
+
+
+class TimPagingError(TimError):
+    """Paging could not make progress (a page brought nothing new while CompleteFlag = 0)."""
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class TimTransportError(TimError):
+    """No usable answer: connection failure, timeout, bad HTTP status or a body that is not
+    the JSON envelope."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        api: str = "",
+        status: int | None = None,
+        body_excerpt: str = "",
+    ) -> None:
+        self.api = api
+        self.status = status
+        self.body_excerpt = body_excerpt
+        parts = [f"{api}: {message}" if api else message]
+        if status is not None:
+            parts.append(f"HTTP {status}")
+        if body_excerpt:
+            parts.append(f"body: {body_excerpt!r}")
+        super().__init__("; ".join(parts))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_transport, (type(self), self.args[0], self.api, self.status))
+
+
+def _rebuild_transport(
+    cls: type[TimTransportError], message: str, api: str, status: int | None
+) -> TimTransportError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.api, err.status, err.body_excerpt = api, status, ""
+    return err
+
+
+class TimTimeoutError(TimTransportError):
+    """The call's total ``timeout`` ran out before a usable answer."""
+
+
+class TimOutcomeUnknownError(TimTransportError):
+    """A non-idempotent call may or may not have been applied: it was not resent.
+
+    Raised when the request may have reached the server (timeout after sending, connection lost
+    while waiting for the answer, a gateway error or an unreadable answer)."""
+
+
+# --------------------------------------------------------------------------- code table
+
+USERSIG_EXPIRED = 70001
+BUSY_CODES = frozenset({10002, 60008, 60013, 60014})
+RATE_LIMIT_CODES = frozenset({60007, 60011, 60018, 60019, 10006, 10049})
+#: Codes after which the request was certainly not applied and may be sent again.
+RETRYABLE_CODES = BUSY_CODES | RATE_LIMIT_CODES
+
+_CODE_TABLE: dict[int, type[TimAPIError]] = {}
+
+
+def _register(cls: type[TimAPIError], *codes: int) -> None:
+    for code in codes:
+        _CODE_TABLE[code] = cls
+
+
+_register(TimInvalidParameterError, 10004, 60002, 60003, 60009, 60012, 60015)
+_register(TimNotFoundError, 23004, 10010, 10015, 10050)
+_register(TimPermissionError, 10007, 60010, 60016, 60017, 60021)
+_register(TimPremiumRequiredError, 10008, 10059, 60020)
+_register(TimLimitExceededError, 10045, 10046, 10047, 10048, 10063)
+_register(TimRateLimitedError, *RATE_LIMIT_CODES)
+_register(TimServerBusyError, *BUSY_CODES)
+_register(
+    TimAuthError,
+    60004,
+    60005,
+    60006,
+    70001,
+    70002,
+    70003,
+    70009,
+    70013,
+    70014,
+    70016,
+    70020,
+    70050,
+    70051,
+)
+
+
+def error_for_code(
+    code: int, info: str, api: str, body: Mapping[str, Any] | None = None
+) -> TimAPIError:
+    """Build the exception for a server error code (plain :class:`TimAPIError` if unknown).
+
+    Any other 70xxx code is an authentication error."""
+    cls = _CODE_TABLE.get(code)
+    if cls is None:
+        cls = TimAuthError if 70000 <= code < 71000 else TimAPIError
+    return cls(code, info, api, body)
