@@ -1,0 +1,210 @@
+"""The in-process limiter: the arrival guarantee (deterministic, on the clock-free core), the
+sustained rate, FIFO order, cancellation and per-command independence."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tim_async.limiter import SlidingWindow, SlidingWindowLimiter, UnlimitedLimiter
+
+
+def simulate(
+    rate: int, period: float, requests: list[tuple[float, float, float]]
+) -> list[tuple[float, float, float]]:
+    """Drive SlidingWindow with a fake clock. Each request is (wanted start, round trip,
+    fraction of the round trip at which it reaches the server). Requests are admitted in order.
+    Returns (admitted, arrival, finished) per request."""
+    window = SlidingWindow(rate, period)
+    finishes: list[float] = []  # heap of pending finish times
+    out = []
+    now = 0.0
+    for wanted, rtt, frac in requests:
+        now = max(now, wanted)
+        while True:
+            while finishes and finishes[0] <= now:
+                window.finish(heapq.heappop(finishes))
+            retry_at = window.try_admit(now)
+            if retry_at is None:
+                break
+            candidates = [retry_at]
+            if finishes:
+                candidates.append(finishes[0])
+            nxt = min(candidates)
+            assert nxt != float("inf"), "deadlock: nothing in flight and no time to wait for"
+            now = max(now, nxt)
+        heapq.heappush(finishes, now + rtt)
+        out.append((now, now + frac * rtt, now + rtt))
+    return out
+
+
+def max_in_window(times: list[float], period: float) -> int:
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - period:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+requests_st = st.lists(
+    st.tuples(
+        st.floats(0, 3, allow_nan=False),  # gap before the caller wants to send
+        st.floats(0, 2.5, allow_nan=False),  # round trip (can exceed the period)
+        st.floats(0, 1),  # where in the round trip it arrives
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rate=st.integers(1, 12), reqs=requests_st)
+def test_no_sliding_window_ever_sees_more_than_rate_arrivals(
+    rate: int, reqs: list[tuple[float, float, float]]
+) -> None:
+    wanted, acc = [], 0.0
+    for gap, rtt, frac in reqs:
+        acc += gap if gap > 2.5 else 0.0  # mostly bursts, sometimes pauses
+        wanted.append((acc, rtt, frac))
+    out = simulate(rate, 1.0, wanted)
+    arrivals = [a for _, a, _ in out]
+    assert max_in_window(arrivals, 1.0) <= rate
+    assert all(s >= w for (s, _, _), (w, _, _) in zip(out, wanted, strict=True))
+
+
+def test_sustains_the_full_rate_with_instant_answers() -> None:
+    out = simulate(200, 1.0, [(0.0, 0.0, 1.0)] * 1000)
+    admitted = [s for s, _, _ in out]
+    assert max_in_window(admitted, 1.0) == 200
+    # 200 at 0 s, 200 at 1.001 s, ... : no drift beyond the 1 ms guard per window.
+    assert admitted[-1] == 4 * 1.001
+
+
+def test_round_trip_costs_only_its_own_length() -> None:
+    out = simulate(200, 1.0, [(0.0, 0.005, 0.5)] * 2000)
+    admitted = [s for s, _, _ in out]
+    # After the first full window, 200 calls per (1 s + round trip): 199/s at 5 ms.
+    sustained = (2000 - 200) / (admitted[-1] - admitted[199])
+    assert max_in_window([a for _, a, _ in out], 1.0) <= 200
+    assert sustained > 0.99 * 200
+
+
+def test_in_flight_calls_hold_their_slot_until_one_period_after_finishing() -> None:
+    w = SlidingWindow(2, 1.0)
+    assert w.try_admit(0.0) is None
+    assert w.try_admit(0.0) is None
+    assert w.try_admit(50.0) == float("inf")  # both still in flight, however long
+    w.finish(50.0)
+    assert w.try_admit(50.5) == 50.0 + w.hold
+    assert w.try_admit(51.0) is not None  # a guard of 1 ms beyond the period
+    assert w.try_admit(50.0 + w.hold) is None
+
+
+def test_finish_keeps_order_when_clock_goes_back() -> None:
+    w = SlidingWindow(3, 1.0)
+    for _ in range(3):
+        w.try_admit(0.0)
+    w.finish(5.0)
+    w.finish(4.0)
+    assert list(w.finished) == [5.0, 5.0]
+
+
+# --------------------------------------------------------------------------- the async wrapper
+
+
+async def test_async_limiter_keeps_the_invariant_and_fifo() -> None:
+    limiter = SlidingWindowLimiter(rate=5, period=0.05)
+    loop = asyncio.get_running_loop()
+    records: list[tuple[int, float, float]] = []
+
+    async def one(i: int) -> None:
+        async with limiter.acquire("svc/cmd"):
+            start = loop.time()
+            await asyncio.sleep(0.001 * (i % 3))
+        records.append((i, start, loop.time()))
+
+    await asyncio.gather(*(one(i) for i in range(40)))
+    await limiter.aclose()
+    by_start = sorted(records, key=lambda r: r[1])
+    assert [i for i, _, _ in by_start] == list(range(40))  # first come, first served
+    for _, s, _ in records:
+        held = sum(1 for _, s2, e2 in records if s2 < s and e2 > s - 0.05)
+        assert held < 5
+    assert limiter.window("svc/cmd").in_flight == 0
+
+
+async def test_waiter_is_not_admitted_while_every_slot_is_in_flight() -> None:
+    limiter = SlidingWindowLimiter(rate=2, period=0.01)
+    holders = [limiter.acquire("a/b") for _ in range(2)]
+    for h in holders:
+        await h.__aenter__()
+    admitted = asyncio.Event()
+
+    async def waiter() -> None:
+        async with limiter.acquire("a/b"):
+            admitted.set()
+
+    task = asyncio.create_task(waiter())
+    await asyncio.sleep(0.1)  # ten periods: a time-based bucket would have let it through
+    assert not admitted.is_set()
+    loop = asyncio.get_running_loop()
+    await holders[0].__aexit__(None, None, None)
+    released = loop.time()
+    await asyncio.wait_for(admitted.wait(), 5)
+    assert loop.time() - released >= 0.01
+    await holders[1].__aexit__(None, None, None)
+    await task
+    await limiter.aclose()
+
+
+async def test_cancelled_waiters_cost_no_capacity() -> None:
+    limiter = SlidingWindowLimiter(rate=1, period=60)
+    first = limiter.acquire("a/b")
+    await first.__aenter__()
+    waiters = [asyncio.create_task(limiter.acquire("a/b").__aenter__()) for _ in range(5)]
+    await asyncio.sleep(0)
+    for w in waiters:
+        w.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    window = limiter.window("a/b")
+    assert window.in_flight == 1 and not window.finished
+    await first.__aexit__(None, None, None)
+    assert window.in_flight == 0 and len(window.finished) == 1
+    await limiter.aclose()
+
+
+async def test_exception_inside_the_slot_still_releases() -> None:
+    limiter = SlidingWindowLimiter(rate=3)
+    try:
+        async with limiter.acquire("a/b"):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert limiter.window("a/b").in_flight == 0
+    assert len(limiter.window("a/b").finished) == 1
+    await limiter.aclose()
+
+
+async def test_commands_have_independent_budgets() -> None:
+    limiter = SlidingWindowLimiter(rate=3, period=60)
+    for cmd in ("a/one", "a/two", "b/three"):
+        for _ in range(3):
+            async with limiter.acquire(cmd):
+                pass
+    # Every command used its whole budget; a fourth call of any of them would wait a minute.
+    for cmd in ("a/one", "a/two", "b/three"):
+        assert limiter.window(cmd).try_admit(asyncio.get_running_loop().time()) is not None
+    await limiter.aclose()
+
+
+async def test_unlimited_limiter_never_waits() -> None:
+    limiter = UnlimitedLimiter()
+    for _ in range(1000):
+        async with limiter.acquire("a/b"):
+            pass
+    await limiter.aclose()

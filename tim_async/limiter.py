@@ -1,0 +1,236 @@
+"""Client-side rate limiting, one budget per REST command.
+
+The server counts *arrivals* per command per second. The client cannot see when a request
+arrives: only that it arrives after it was sent and before its answer (or failure) came back.
+:class:`SlidingWindowLimiter` therefore accounts every call as an interval: a call holds its slot
+from the moment it is admitted until one second after it finished. A new call is admitted at time
+``t`` only while fewer than ``rate`` calls are in flight or finished after ``t - 1 s``.
+
+Why that is enough, whatever the network delay: suppose ``rate + 1`` calls arrived inside one
+window ``[w, w + 1)``. Take the one admitted last, ``B``, at ``s_B``; it arrived at
+``a_B >= s_B``, so ``w > a_B - 1 >= s_B - 1``. Every other call ``j`` in the window arrived at
+``a_j >= w > s_B - 1`` and finished at ``e_j >= a_j``: at ``s_B`` each was either in flight or had
+finished after ``s_B - 1``. That is ``rate`` calls counted against ``B``, so ``B`` was not
+admitted: a contradiction.
+
+The price is the round trip: a slot is busy for ``1 s + latency``, so the sustained rate is
+``rate / (1 + latency)`` (99.5 % of the limit at 5 ms). aiolimiter's leaky bucket, by contrast,
+either lets ``2 x rate`` into one sliding second (``AsyncLimiter(rate, 1)``) or loses ~3 % to
+timer rounding (``AsyncLimiter(1, 1 / rate)``), and neither accounts for network delay.
+
+Waiters are served strictly first come, first served. Cancelling a waiting ``acquire`` costs no
+capacity. Limiters are created per client (never at module level), and bind to the running loop
+on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from typing import Protocol, runtime_checkable
+
+__all__ = ["RateLimiter", "SlidingWindow", "SlidingWindowLimiter", "UnlimitedLimiter"]
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """What the session needs from a limiter.
+
+    ``acquire(command)`` returns an async context manager: entering it waits until the call may
+    be sent; leaving it records that the call finished (its answer, or its failure, is back).
+    Another implementation (for example a budget shared through Redis by several processes)
+    can replace the in-process one.
+    """
+
+    def acquire(self, command: str) -> AbstractAsyncContextManager[None]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SlidingWindow:
+    """The bookkeeping of one command's budget, free of any clock or event loop.
+
+    ``in_flight`` calls are admitted and not finished; ``finished`` holds the finish times of
+    calls still holding their slot (finished less than ``hold`` ago), in increasing order.
+    """
+
+    __slots__ = ("finished", "hold", "in_flight", "period", "rate")
+
+    #: Extra time a finished call holds its slot, beyond the period: it absorbs float rounding
+    #: and the granularity of the server's own clock (0.1 % of the rate at a 1 s period).
+    GUARD = 0.001
+
+    def __init__(self, rate: int, period: float = 1.0) -> None:
+        if rate < 1:
+            raise ValueError(f"rate must be at least 1, got {rate}")
+        if period <= 0:
+            raise ValueError(f"period must be positive, got {period}")
+        self.rate = rate
+        self.period = period
+        self.hold = period + min(self.GUARD, period / 100)
+        self.in_flight = 0
+        self.finished: collections.deque[float] = collections.deque()
+
+    def _prune(self, now: float) -> None:
+        # The same expression as the retry time below, so that a retry time is always > now.
+        hold = self.hold
+        finished = self.finished
+        while finished and finished[0] + hold <= now:
+            finished.popleft()
+
+    def try_admit(self, now: float) -> float | None:
+        """Admit a call at ``now`` and return None, or return the earliest time worth retrying
+        (``inf`` when every slot is held by a call in flight)."""
+        self._prune(now)
+        if self.in_flight + len(self.finished) < self.rate:
+            self.in_flight += 1
+            return None
+        if self.finished:
+            return self.finished[0] + self.hold
+        return float("inf")
+
+    def finish(self, now: float) -> None:
+        """Record that an admitted call finished at ``now``."""
+        self.in_flight -= 1
+        finished = self.finished
+        if finished and finished[-1] > now:  # a clock that went backwards: keep order
+            now = finished[-1]
+        finished.append(now)
+
+
+class _CommandLimiter:
+    """One command's window plus its FIFO of waiters."""
+
+    __slots__ = ("_loop", "_timer", "_waiters", "window")
+
+    def __init__(self, rate: int, period: float) -> None:
+        self.window = SlidingWindow(rate, period)
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("a limiter is bound to the event loop that first used it")
+        if not self._waiters and self.window.try_admit(self._now()) is None:
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        if len(self._waiters) == 1:
+            self._wake()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Admitted in the same loop turn as the cancellation: give the slot back.
+                self.window.in_flight -= 1
+                self._wake()
+            else:
+                with suppress(ValueError):
+                    self._waiters.remove(fut)
+                self._wake()
+            raise
+
+    def release(self) -> None:
+        self.window.finish(self._now())
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Admit waiters in order while the window has room; else arm a timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiters = self._waiters
+        while waiters:
+            head = waiters[0]
+            if head.done():  # cancelled while queued
+                waiters.popleft()
+                continue
+            retry_at = self.window.try_admit(self._now())
+            if retry_at is not None:
+                if retry_at != float("inf"):  # else a finishing call wakes the queue
+                    assert self._loop is not None
+                    self._timer = self._loop.call_at(retry_at, self._wake)
+                return
+            waiters.popleft()
+            head.set_result(None)
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class SlidingWindowLimiter:
+    """At most ``rate`` calls of each command in any sliding ``period``, measured at the
+    server whatever the network delay (see the module docstring). One window per command."""
+
+    def __init__(self, rate: int = 200, period: float = 1.0) -> None:
+        SlidingWindow(rate, period)  # validate
+        self.rate = rate
+        self.period = period
+        self._commands: dict[str, _CommandLimiter] = {}
+
+    def _for(self, command: str) -> _CommandLimiter:
+        limiter = self._commands.get(command)
+        if limiter is None:
+            limiter = self._commands[command] = _CommandLimiter(self.rate, self.period)
+        return limiter
+
+    def window(self, command: str) -> SlidingWindow:
+        """The bookkeeping of one command (for inspection and tests)."""
+        return self._for(command).window
+
+    def acquire(self, command: str) -> AbstractAsyncContextManager[None]:
+        return self._slot(self._for(command))
+
+    @asynccontextmanager
+    async def _slot(self, limiter: _CommandLimiter) -> AsyncIterator[None]:
+        await limiter.acquire()
+        try:
+            yield
+        finally:
+            limiter.release()
+
+    async def aclose(self) -> None:
+        for limiter in self._commands.values():
+            limiter.cancel_timer()
+
+    def __repr__(self) -> str:
+        return f"SlidingWindowLimiter(rate={self.rate}, period={self.period})"
+
+
+class UnlimitedLimiter:
+    """No client-side limit (``rate_limit=None``)."""
+
+    def acquire(self, command: str) -> AbstractAsyncContextManager[None]:
+        return _NULL_SLOT
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "UnlimitedLimiter()"
+
+
+class _NullSlot:
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NULL_SLOT = _NullSlot()
