@@ -1,0 +1,299 @@
+"""The session: one aiohttp session per client; URL, UserSig, limiter, retries and the envelope.
+
+The session knows nothing about endpoint fields: it sends a JSON body to ``service/command`` and
+returns the decoded answer, or raises a typed :mod:`tim_async.errors` exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import attrs
+import orjson
+from yarl import URL
+
+from .errors import (
+    RETRYABLE_CODES,
+    USERSIG_EXPIRED,
+    TimAPIError,
+    TimClosedError,
+    TimOutcomeUnknownError,
+    TimTimeoutError,
+    TimTransportError,
+    TimTypeError,
+    TimValidationError,
+    error_for_code,
+)
+from .limiter import RateLimiter
+from .retry import Failure, RetryPolicy
+from .usersig import UserSigProvider
+
+__all__ = ["CallStats", "Session"]
+
+logger = logging.getLogger("tim_async")
+
+_API_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
+_USERSIG_RE = re.compile(r"(usersig=)[^&\s'\"]+", re.IGNORECASE)
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_RETRY_STATUSES = {502: Failure.MAYBE_APPLIED, 503: Failure.REJECTED, 504: Failure.MAYBE_APPLIED}
+_EXCERPT = 200
+
+
+@attrs.define
+class CallStats:
+    """Counters kept by a session (read them for progress reports and summaries)."""
+
+    calls: int = 0  #: calls started (``Session.call`` invocations)
+    attempts: int = 0  #: HTTP requests sent, retries included
+    retries: int = 0  #: attempts after the first, UserSig renewals included
+    failures: int = 0  #: calls that ended in an exception
+    retried_by_reason: dict[str, int] = attrs.field(factory=dict)
+
+
+class _AttemptError(Exception):
+    """Internal: one attempt failed; carries the public exception and what it tells."""
+
+    def __init__(self, error: Exception, failure: Failure) -> None:
+        self.error = error
+        self.failure = failure
+
+
+class Session:
+    """Sends REST calls. One per :class:`~tim_async.TimClient`; safe to share across tasks."""
+
+    def __init__(
+        self,
+        *,
+        base_urls: Iterable[str],
+        sdkappid: int,
+        identifier: str,
+        usersig: UserSigProvider,
+        limiter: RateLimiter,
+        retry: RetryPolicy,
+        timeout: float,
+        http: aiohttp.ClientSession | None = None,
+        connections: int = 100,
+    ) -> None:
+        urls = [u.rstrip("/") for u in base_urls]
+        if not urls:
+            raise ValueError("at least one base URL is needed")
+        self._base_urls = urls
+        self._base_index = 0
+        self._static_query = f"sdkappid={sdkappid}&identifier={quote(identifier, safe='')}"
+        self._usersig = usersig
+        self._limiter = limiter
+        self._retry = retry
+        self._timeout = timeout
+        self._http = http
+        self._owns_http = http is None
+        self._connections = connections
+        self._closed = False
+        self._rng = random.Random()
+        # The UserSigs this session has put in URLs lately, to redact them from any text.
+        self._recent_sigs: tuple[str, str] = ("", "")
+        self.stats = CallStats()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def base_url(self) -> str:
+        return self._base_urls[self._base_index]
+
+    def _ensure_http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise TimClosedError("the client is closed")
+        http = self._http
+        if http is None:
+            # Created lazily, inside the running loop.
+            http = self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        elif http.closed:
+            raise TimClosedError("the aiohttp session given to the client was closed")
+        return http
+
+    async def close(self) -> None:
+        """Close the session (idempotent). A caller-supplied aiohttp session stays open."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._limiter.aclose()
+        if self._owns_http and self._http is not None:
+            await self._http.close()
+        self._http = None
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(
+        self, api: str, body: Mapping[str, Any], *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``/v4/{api}`` and return the decoded answer (ErrorCode 0).
+
+        Retries what :class:`RetryPolicy` allows, renews the UserSig once on 70001, keeps the
+        whole call inside ``timeout`` and every attempt inside the limiter."""
+        if not isinstance(api, str) or not _API_RE.match(api):
+            raise TimValidationError("api", f"must look like 'service/command', got {api!r}")
+        if not isinstance(body, Mapping):
+            raise TimTypeError("body", f"must be a mapping, got {type(body).__name__}")
+        try:
+            data = orjson.dumps(body)
+        except TypeError as exc:
+            raise TimTypeError("body", f"is not JSON-serialisable: {exc}") from None
+        http = self._ensure_http()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        stats = self.stats
+        stats.calls += 1
+        retries = 0
+        renewed = False
+        while True:
+            stats.attempts += 1
+            try:
+                return await self._attempt(http, api, data, deadline)
+            except _AttemptError as failed:
+                error, failure = failed.error, failed.failure
+            except BaseException:
+                stats.failures += 1
+                raise
+            if (
+                isinstance(error, TimAPIError)
+                and error.code == USERSIG_EXPIRED
+                and not renewed
+                and self._usersig.renew()
+            ):
+                renewed = True
+                reason = "usersig renewed"
+            elif self._retry.should_retry(failure, idempotent=idempotent, retries_done=retries):
+                delay = self._retry.backoff(retries, self._rng)
+                if loop.time() + delay >= deadline:
+                    stats.failures += 1
+                    raise error
+                logger.debug("%s: retry %d in %.3fs after %s", api, retries + 1, delay, error)
+                await asyncio.sleep(delay)
+                retries += 1
+                reason = _reason(error)
+            else:
+                stats.failures += 1
+                if failure is Failure.MAYBE_APPLIED and not idempotent:
+                    raise TimOutcomeUnknownError(
+                        f"the call may or may not have been applied and was not resent ({error})",
+                        api=api,
+                    ) from error
+                raise error
+            stats.retries += 1
+            stats.retried_by_reason[reason] = stats.retried_by_reason.get(reason, 0) + 1
+
+    async def _attempt(
+        self, http: aiohttp.ClientSession, api: str, data: bytes, deadline: float
+    ) -> dict[str, Any]:
+        sent = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with self._limiter.acquire(api):
+                    usersig = self._usersig.current()
+                    if usersig is not self._recent_sigs[-1]:
+                        self._recent_sigs = (self._recent_sigs[-1], usersig)
+                    url = URL(
+                        f"{self._base_urls[self._base_index]}/v4/{api}?{self._static_query}"
+                        f"&usersig={quote(usersig, safe='')}"
+                        f"&random={secrets.randbits(32)}&contenttype=json",
+                        encoded=True,
+                    )
+                    sent = True
+                    async with http.post(url, data=data, headers=_JSON_HEADERS) as resp:
+                        status = resp.status
+                        raw = await resp.read()
+        except TimeoutError:
+            # Not sent yet: the time ran out in the limiter; nothing left to retry with.
+            raise _AttemptError(
+                TimTimeoutError(
+                    f"no answer within the call's timeout of {self._timeout}s", api=api
+                ),
+                Failure.MAYBE_APPLIED if sent else Failure.FINAL,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc, aiohttp.ClientConnectorDNSError) and len(self._base_urls) > 1:
+                self._base_index = (self._base_index + 1) % len(self._base_urls)
+            raise _AttemptError(self._transport_error(api, exc), Failure.NOT_SENT) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _AttemptError(self._transport_error(api, exc), Failure.MAYBE_APPLIED) from None
+        return self._decode(api, status, raw)
+
+    def _decode(self, api: str, status: int, raw: bytes) -> dict[str, Any]:
+        if status != 200:
+            failure = _RETRY_STATUSES.get(status, Failure.FINAL)
+            raise _AttemptError(
+                TimTransportError(
+                    "unexpected HTTP status",
+                    api=api,
+                    status=status,
+                    body_excerpt=self._excerpt(raw),
+                ),
+                failure,
+            )
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            answer = None
+        if (
+            not isinstance(answer, dict)
+            or "ActionStatus" not in answer
+            or type(code := answer.get("ErrorCode")) is not int
+        ):
+            raise _AttemptError(
+                TimTransportError(
+                    "the answer is not the JSON envelope",
+                    api=api,
+                    status=status,
+                    body_excerpt=self._excerpt(raw),
+                ),
+                Failure.MAYBE_APPLIED,
+            )
+        if code == 0:
+            return answer
+        info = answer.get("ErrorInfo")
+        error = error_for_code(code, self.redact(str(info)) if info else "", api, answer)
+        failure = Failure.REJECTED if code in RETRYABLE_CODES else Failure.FINAL
+        raise _AttemptError(error, failure)
+
+    # ------------------------------------------------------------------ secrets
+
+    def redact(self, text: str) -> str:
+        """Remove the usersig query value and the UserSigs sent lately from ``text``."""
+        text = _USERSIG_RE.sub(r"\1<redacted>", text)
+        for sig in self._recent_sigs:
+            if sig:
+                text = text.replace(sig, "<redacted>").replace(quote(sig, safe=""), "<redacted>")
+        return text
+
+    def _excerpt(self, raw: bytes) -> str:
+        return self.redact(raw[:_EXCERPT].decode("utf-8", "replace"))
+
+    def _transport_error(self, api: str, exc: BaseException) -> TimTransportError:
+        detail = self.redact(str(exc)) or type(exc).__name__
+        return TimTransportError(f"{type(exc).__name__}: {detail}", api=api)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Session {self.base_url} {state}>"
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, TimAPIError):
+        return f"ErrorCode {error.code}"
+    if isinstance(error, TimTransportError) and error.status is not None:
+        return f"HTTP {error.status}"
+    return type(error).__name__
