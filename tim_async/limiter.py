@@ -14,7 +14,9 @@ finished after ``s_B - 1``. That is ``rate`` calls counted against ``B``, so ``B
 admitted: a contradiction.
 
 The price is the round trip: a slot is busy for ``1 s + latency``, so the sustained rate is
-``rate / (1 + latency)`` (99.5 % of the limit at 5 ms). aiolimiter's leaky bucket, by contrast,
+``rate / (1 + latency)`` (99.5 % of the limit at 5 ms). On top of the window, calls are paced
+``period / rate`` apart (GCRA, small bursts allowed), so the server sees a steady stream rather
+than the whole budget at the top of each second. aiolimiter's leaky bucket, by contrast,
 either lets ``2 x rate`` into one sliding second (``AsyncLimiter(rate, 1)``) or loses ~3 % to
 timer rounding (``AsyncLimiter(1, 1 / rate)``), and neither accounts for network delay.
 
@@ -52,24 +54,49 @@ class RateLimiter(Protocol):
 class SlidingWindow:
     """The bookkeeping of one command's budget, free of any clock or event loop.
 
-    ``in_flight`` calls are admitted and not finished; ``finished`` holds the finish times of
-    calls still holding their slot (finished less than ``hold`` ago), in increasing order.
+    Two rules, both must allow a call:
+
+    * the window: ``in_flight`` calls (admitted, not finished) plus the calls that finished less
+      than ``hold`` ago stay below ``rate`` (the arrival guarantee of the module docstring);
+    * pacing (GCRA): calls are spread ``period / rate`` apart, with at most ``burst`` at once,
+      so the server sees a steady stream instead of ``rate`` calls at the top of each second
+      (and a bulk job needs a handful of connections, not ``rate``).
+
+    ``finished`` holds finish times in increasing order.
     """
 
-    __slots__ = ("finished", "hold", "in_flight", "period", "rate")
+    __slots__ = (
+        "finished",
+        "hold",
+        "in_flight",
+        "interval",
+        "period",
+        "rate",
+        "tat",
+        "tolerance",
+    )
 
     #: Extra time a finished call holds its slot, beyond the period: it absorbs float rounding
     #: and the granularity of the server's own clock (0.1 % of the rate at a 1 s period).
     GUARD = 0.001
 
-    def __init__(self, rate: int, period: float = 1.0) -> None:
+    def __init__(self, rate: int, period: float = 1.0, burst: int | None = None) -> None:
         if rate < 1:
             raise ValueError(f"rate must be at least 1, got {rate}")
         if period <= 0:
             raise ValueError(f"period must be positive, got {period}")
+        if burst is None:
+            # At least 2, so a timer that fires late does not push the schedule back (the drift
+            # that costs ``AsyncLimiter(1, 1 / rate)`` ~3 %); small, so the stream stays smooth.
+            burst = min(rate, max(2, rate // 50))
+        if not 1 <= burst <= rate:
+            raise ValueError(f"burst must be between 1 and rate ({rate}), got {burst}")
         self.rate = rate
         self.period = period
         self.hold = period + min(self.GUARD, period / 100)
+        self.interval = period / rate
+        self.tolerance = (burst - 1) * self.interval
+        self.tat = float("-inf")  # GCRA's theoretical arrival time
         self.in_flight = 0
         self.finished: collections.deque[float] = collections.deque()
 
@@ -84,12 +111,14 @@ class SlidingWindow:
         """Admit a call at ``now`` and return None, or return the earliest time worth retrying
         (``inf`` when every slot is held by a call in flight)."""
         self._prune(now)
-        if self.in_flight + len(self.finished) < self.rate:
-            self.in_flight += 1
-            return None
-        if self.finished:
-            return self.finished[0] + self.hold
-        return float("inf")
+        if self.in_flight + len(self.finished) >= self.rate:
+            return self.finished[0] + self.hold if self.finished else float("inf")
+        paced_at = self.tat - self.tolerance
+        if now < paced_at:
+            return paced_at
+        self.in_flight += 1
+        self.tat = max(self.tat, now) + self.interval
+        return None
 
     def finish(self, now: float) -> None:
         """Record that an admitted call finished at ``now``."""
@@ -105,8 +134,8 @@ class _CommandLimiter:
 
     __slots__ = ("_loop", "_timer", "_waiters", "window")
 
-    def __init__(self, rate: int, period: float) -> None:
-        self.window = SlidingWindow(rate, period)
+    def __init__(self, rate: int, period: float, burst: int | None) -> None:
+        self.window = SlidingWindow(rate, period, burst)
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,18 +202,22 @@ class _CommandLimiter:
 
 class SlidingWindowLimiter:
     """At most ``rate`` calls of each command in any sliding ``period``, measured at the
-    server whatever the network delay (see the module docstring). One window per command."""
+    server whatever the network delay (see the module docstring), paced ``period / rate``
+    apart with bursts of at most ``burst`` (default ``rate // 50``, at least 2).
 
-    def __init__(self, rate: int = 200, period: float = 1.0) -> None:
-        SlidingWindow(rate, period)  # validate
+    One window per command."""
+
+    def __init__(self, rate: int = 200, period: float = 1.0, *, burst: int | None = None) -> None:
+        SlidingWindow(rate, period, burst)  # validate
         self.rate = rate
         self.period = period
+        self.burst = burst
         self._commands: dict[str, _CommandLimiter] = {}
 
     def _for(self, command: str) -> _CommandLimiter:
         limiter = self._commands.get(command)
         if limiter is None:
-            limiter = self._commands[command] = _CommandLimiter(self.rate, self.period)
+            limiter = self._commands[command] = _CommandLimiter(self.rate, self.period, self.burst)
         return limiter
 
     def window(self, command: str) -> SlidingWindow:
