@@ -1,0 +1,54 @@
+"""A local emulator of the Tencent Cloud Chat (TIM) REST API, for tests.
+
+An aiohttp application on loopback serving the 12 commands tim_async wraps (message extensions,
+group custom attributes, group counters) with the documented fields, limits and error codes,
+UserSig verification, per-command rate enforcement, a request log and fault injection::
+
+    from tim_async.testing import FakeTimServer, Fault
+
+    async with FakeTimServer(rate_limit=200, page_size=200) as server:
+        gid = server.create_group()
+        seq = server.send_group_msg(gid)
+        server.put_group_extensions(gid, seq, {"k1": "v1"})
+        server.faults.script(
+            "openim_msg_ext_http_svc/group_get_key_values", [Fault.http(502), None]
+        )
+        ...  # point a client at server.base_url
+        assert server.requests[-1].error_code == 0
+
+Message extensions: every write takes a new message-wide seq (latest + 1); one set call stamps
+all its keys with it; a clear takes a new seq and moves ``ClearSeq`` there, and the pairs written
+before it are still served by pulls (the client must drop ``Seq <= ClearSeq``) unless
+``serve_cleared=False``. Pulls answer at most ``page_size`` items with ``Seq >= StartSeq`` sorted
+by seq, cutting wherever the page is full (also inside a run of keys sharing one seq).
+
+Run standalone (another process, e.g. for benchmarks)::
+
+    python -m tim_async.testing --port 8080 --seed-groups 1000
+
+The pytest plugin (entry point ``tim_async``) provides the ``tim_server`` fixture.
+"""
+
+from .app import EMULATOR_KEY, Emulator, LoggedRequest, create_app
+from .commands import COMMANDS
+from .faults import Fault, FaultInjector
+from .server import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY, FakeTimServer
+from .state import GROUP_TYPES, EmulatorError, ExtensionMeta, TimState
+
+__all__ = [
+    "COMMANDS",
+    "EMULATOR_KEY",
+    "GROUP_TYPES",
+    "TEST_ADMIN",
+    "TEST_SDKAPPID",
+    "TEST_SECRET_KEY",
+    "Emulator",
+    "EmulatorError",
+    "ExtensionMeta",
+    "FakeTimServer",
+    "Fault",
+    "FaultInjector",
+    "LoggedRequest",
+    "TimState",
+    "create_app",
+]
