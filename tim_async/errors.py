@@ -30,6 +30,7 @@ __all__ = [
     "TimError",
     "TimInvalidParameterError",
     "TimLimitExceededError",
+    "TimLimiterError",
     "TimNotFoundError",
     "TimOutcomeUnknownError",
     "TimPagingError",
@@ -129,6 +130,12 @@ class TimAuthError(TimAPIError):
 
 class TimServerBusyError(TimAPIError):
     """The server asked to try again later (10002, 60008, 60013, 60014); retried first."""
+
+
+class TimLimiterError(TimError):
+    """A shared rate limiter (e.g. :class:`~tim_async.limiter_redis.RedisLimiter`) could not
+    admit a call because its backend is unreachable or failing. The call was not sent;
+    ``__cause__`` holds the backend's exception."""
 
 
 class TimPagingError(TimError):
