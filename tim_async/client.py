@@ -5,21 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
+from .endpoints import GroupAttr, GroupCounter, MsgExt
 from .errors import TimConfigError
 from .limiter import RateLimiter, SlidingWindowLimiter, UnlimitedLimiter
 from .regions import Region
 from .retry import RetryPolicy
 from .session import CallStats, Session
 from .usersig import StaticUserSig, UserSigProvider, UserSigSigner
-
-if TYPE_CHECKING:
-    from .endpoints.group_attr import GroupAttr
-    from .endpoints.group_counter import GroupCounter
-    from .endpoints.msg_ext import MsgExt
 
 __all__ = ["TimClient"]
 
@@ -114,22 +110,16 @@ class TimClient:
     @cached_property
     def msg_ext(self) -> MsgExt:
         """Message extensions (``openim_msg_ext_http_svc``)."""
-        from .endpoints.msg_ext import MsgExt
-
         return MsgExt(self._session)
 
     @cached_property
     def group_attr(self) -> GroupAttr:
         """Group custom attributes."""
-        from .endpoints.group_attr import GroupAttr
-
         return GroupAttr(self._session)
 
     @cached_property
     def group_counter(self) -> GroupCounter:
         """Group counters."""
-        from .endpoints.group_counter import GroupCounter
-
         return GroupCounter(self._session)
 
     async def call(

@@ -1,0 +1,362 @@
+"""Tencent's documented samples (spec/samples/seed-samples.json): the SDK sends exactly each
+sample request for the equivalent call, and each sample response decodes to the expected
+values (also through a strict converter copy that refuses fields the models do not know)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tim_async import _wire
+from tim_async.endpoints import GroupAttr, GroupCounter, MsgExt
+from tim_async.endpoints.group_attr import _GetAnswer
+from tim_async.endpoints.group_counter import _CountersAnswer
+from tim_async.errors import TimAPIError, error_for_code
+from tim_async.models import ExtensionItem, ExtensionList
+from tim_async.paging import KeyValuesAnswer
+
+# Tencent's documented samples, verbatim from shared/spec/samples/seed-samples.json (kept here
+# so the tests are self-contained; test_embedded_samples_match_the_spec_file guards drift).
+SAMPLES_JSON = r"""
+{
+ "group_get_key_values": {
+  "path": "v4/openim_msg_ext_http_svc/group_get_key_values",
+  "requests": [
+   {
+    "GroupId": "@TGS#1YMVAB3IZ",
+    "MsgSeq": 158
+   },
+   {
+    "GroupId": "@TGS#1YMVAB3IZ",
+    "MsgSeq": 158,
+    "StartSeq": 2
+   }
+  ],
+  "response": {
+   "ErrorCode": 0,
+   "ErrorInfo": "",
+   "ActionStatus": "OK",
+   "CompleteFlag": 1,
+   "LatestSeq": 2,
+   "ClearSeq": 0,
+   "ExtensionList": [
+    {
+     "Key": "key1",
+     "Value": "1",
+     "Seq": 1
+    },
+    {
+     "Key": "key2",
+     "Value": "2",
+     "Seq": 1
+    },
+    {
+     "Key": "key3",
+     "Value": "3",
+     "Seq": 2
+    }
+   ]
+  },
+  "error_codes": {
+   "10002": "internal server error, try again",
+   "10004": "invalid parameter",
+   "10008": "not a paid-edition request",
+   "23004": "the group message does not exist"
+  }
+ },
+ "get_key_values": {
+  "path": "v4/openim_msg_ext_http_svc/get_key_values",
+  "requests": [
+   {
+    "From_Account": "62768",
+    "To_Account": "116400",
+    "MsgKey": "44739199_12_1665388280"
+   },
+   {
+    "From_Account": "62768",
+    "To_Account": "116400",
+    "MsgKey": "44739199_12_1665388280",
+    "StartSeq": 2
+   }
+  ],
+  "response": {
+   "ErrorCode": 0,
+   "ErrorInfo": "",
+   "ActionStatus": "OK",
+   "CompleteFlag": 1,
+   "LatestSeq": 2,
+   "ClearSeq": 0,
+   "ExtensionList": [
+    {
+     "Key": "k1",
+     "Value": "v1",
+     "Seq": 1
+    },
+    {
+     "Key": "k2",
+     "Value": "v2",
+     "Seq": 1
+    },
+    {
+     "Key": "k3",
+     "Value": "v3",
+     "Seq": 2
+    }
+   ]
+  },
+  "error_codes": {
+   "10002": "internal server error, try again",
+   "10004": "invalid parameter",
+   "10008": "not a paid-edition request",
+   "23004": "the one-to-one message does not exist"
+  }
+ },
+ "get_group_attr": {
+  "path": "v4/group_open_attr_http_svc/get_group_attr",
+  "requests": [
+   {
+    "GroupId": "@TGS#aC5SZEAEF"
+   }
+  ],
+  "response": {
+   "ActionStatus": "OK",
+   "ErrorInfo": "",
+   "ErrorCode": 0,
+   "GroupAttrAry": [
+    {
+     "key": "attr_key1",
+     "value": "attr_val1"
+    },
+    {
+     "key": "attr_key2",
+     "value": "attr_val2"
+    }
+   ]
+  },
+  "error_codes": {
+   "10002": "internal server error, try again",
+   "10004": "invalid parameter",
+   "10007": "no permission: this group type does not support custom attributes",
+   "10010": "the group does not exist or was deleted",
+   "10015": "invalid group ID"
+  }
+ },
+ "update_group_counter": {
+  "path": "v4/group_open_http_svc/update_group_counter",
+  "requests": [
+   {
+    "GroupId": "@TGS#aC5SZEAEF",
+    "GroupCounter": [
+     {
+      "Key": "like",
+      "Value": 5
+     },
+     {
+      "Key": "unlike",
+      "Value": 1
+     }
+    ],
+    "Mode": "Set"
+   }
+  ],
+  "response": {
+   "ActionStatus": "OK",
+   "ErrorInfo": "",
+   "ErrorCode": 0,
+   "GroupCounter": [
+    {
+     "Key": "like",
+     "Value": 5
+    },
+    {
+     "Key": "unlike",
+     "Value": 1
+    }
+   ]
+  },
+  "error_codes": {
+   "10002": "internal server error, try again",
+   "10004": "invalid parameter",
+   "10007": "insufficient permission, e.g. not a group member",
+   "10010": "the group does not exist or was deleted",
+   "10015": "invalid group ID",
+   "10059": "paid edition required",
+   "10063": "more than 20 counter keys"
+  }
+ }
+}
+"""
+SAMPLES: dict[str, Any] = json.loads(SAMPLES_JSON)
+SPEC_FILE = pathlib.Path("/work/shared/spec/samples/seed-samples.json")
+ENVELOPE = ("ActionStatus", "ErrorCode", "ErrorInfo")
+
+
+class SampleCaller:
+    """Answers every call with the sample response and records the bodies sent."""
+
+    def __init__(self, response: dict[str, Any] | None = None, error: Exception | None = None):
+        self.response = response
+        self.error = error
+        self.calls: list[tuple[str, dict[str, Any], bool]] = []
+
+    async def call(
+        self, api: str, body: dict[str, Any], *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        self.calls.append((api, copy.deepcopy(body), idempotent))
+        if self.error is not None:
+            raise self.error
+        assert self.response is not None
+        return copy.deepcopy(self.response)
+
+
+Call = Callable[[Any], Awaitable[Any]]
+
+
+def _sdk_call(command: str, request: dict[str, Any]) -> Call:
+    """The SDK call equivalent to one sample request, built from the sample's values."""
+    if command == "group_get_key_values":
+        kw = {"start_seq": request["StartSeq"]} if "StartSeq" in request else {}
+        return lambda c: MsgExt(c).group_get_key_values(request["GroupId"], request["MsgSeq"], **kw)
+    if command == "get_key_values":
+        kw = {"start_seq": request["StartSeq"]} if "StartSeq" in request else {}
+        if "From_Account" in request:
+            kw["from_account"] = request["From_Account"]
+        return lambda c: MsgExt(c).get_key_values(request["To_Account"], request["MsgKey"], **kw)
+    if command == "get_group_attr":
+        return lambda c: GroupAttr(c).get_group_attr(request["GroupId"])
+    if command == "update_group_counter":
+        counters = {entry["Key"]: entry["Value"] for entry in request["GroupCounter"]}
+        if request["Mode"] == "Set":
+            return lambda c: GroupCounter(c).update_group_counter(request["GroupId"], counters)
+        return lambda c: GroupCounter(c).update_group_counter(
+            request["GroupId"], counters, mode=request["Mode"]
+        )
+    raise AssertionError(f"no SDK call for sample command {command}")
+
+
+REQUEST_CASES = [
+    pytest.param(command, index, id=f"{command}-{index}")
+    for command, sample in SAMPLES.items()
+    for index in range(len(sample["requests"]))
+]
+
+
+@pytest.mark.skipif(not SPEC_FILE.exists(), reason="the shared spec folder is not present")
+def test_embedded_samples_match_the_spec_file() -> None:
+    assert json.loads(SPEC_FILE.read_text(encoding="utf-8")) == SAMPLES
+
+
+def test_samples_cover_the_four_commands() -> None:
+    assert set(SAMPLES) == {
+        "group_get_key_values",
+        "get_key_values",
+        "get_group_attr",
+        "update_group_counter",
+    }
+    assert len(REQUEST_CASES) >= 6
+
+
+@pytest.mark.parametrize(("command", "index"), REQUEST_CASES)
+async def test_sample_request_is_what_the_sdk_sends(command: str, index: int) -> None:
+    sample = SAMPLES[command]
+    request = sample["requests"][index]
+    caller = SampleCaller(sample["response"])
+    await _sdk_call(command, request)(caller)
+    assert len(caller.calls) == 1  # every sample response is complete: one call
+    api, body, idempotent = caller.calls[0]
+    assert f"v4/{api}" == sample["path"]
+    assert body == request
+    assert json.dumps(body, sort_keys=True) == json.dumps(request, sort_keys=True)
+    assert idempotent is True
+
+
+EXPECTED_EXTENSIONS = {
+    "group_get_key_values": [("key1", "1", 1), ("key2", "2", 1), ("key3", "3", 2)],
+    "get_key_values": [("k1", "v1", 1), ("k2", "v2", 1), ("k3", "v3", 2)],
+}
+
+
+@pytest.mark.parametrize("command", sorted(EXPECTED_EXTENSIONS))
+async def test_extension_sample_response_decodes(command: str) -> None:
+    sample = SAMPLES[command]
+    request = sample["requests"][0]
+    result = await _sdk_call(command, request)(SampleCaller(sample["response"]))
+    assert isinstance(result, ExtensionList)
+    assert [(i.key, i.value, i.seq) for i in result] == EXPECTED_EXTENSIONS[command]
+    assert (result.latest_seq, result.clear_seq) == (2, 0)
+    assert len(result) == 3
+    assert result.as_dict() == {k: v for k, v, _ in EXPECTED_EXTENSIONS[command]}
+
+    pages_iter = (
+        MsgExt(SampleCaller(sample["response"])).iter_group_key_values(
+            request["GroupId"], request["MsgSeq"]
+        )
+        if command == "group_get_key_values"
+        else MsgExt(SampleCaller(sample["response"])).iter_key_values(
+            request["To_Account"], request["MsgKey"], from_account=request["From_Account"]
+        )
+    )
+    pages = [page async for page in pages_iter]
+    assert len(pages) == 1
+    assert pages[0].complete is True
+    assert pages[0].items == tuple(ExtensionItem(*row) for row in EXPECTED_EXTENSIONS[command])
+
+
+async def test_get_group_attr_sample_response_decodes() -> None:
+    sample = SAMPLES["get_group_attr"]
+    result = await _sdk_call("get_group_attr", sample["requests"][0])(
+        SampleCaller(sample["response"])
+    )
+    assert result == {"attr_key1": "attr_val1", "attr_key2": "attr_val2"}
+
+
+async def test_update_group_counter_sample_response_decodes() -> None:
+    sample = SAMPLES["update_group_counter"]
+    caller = SampleCaller(sample["response"])
+    result = await _sdk_call("update_group_counter", sample["requests"][0])(caller)
+    assert result == {"like": 5, "unlike": 1}
+    assert caller.calls[0][2] is True  # Mode "Set" may be resent
+
+
+@pytest.mark.parametrize(
+    ("command", "model"),
+    [
+        ("group_get_key_values", KeyValuesAnswer),
+        ("get_key_values", KeyValuesAnswer),
+        ("get_group_attr", _GetAnswer),
+        ("update_group_counter", _CountersAnswer),
+    ],
+)
+def test_models_know_every_field_of_the_sample_responses(command: str, model: type) -> None:
+    # Drift guard: a strict copy of the converter refuses fields the models do not declare.
+    strict = _wire.converter.copy(forbid_extra_keys=True)
+    response = {k: v for k, v in SAMPLES[command]["response"].items() if k not in ENVELOPE}
+    decoded = _wire.structure(response, model, api=command, conv=strict)
+    assert decoded == _wire.structure(SAMPLES[command]["response"], model, api=command)
+
+
+ERROR_CASES = [
+    pytest.param(command, int(code), info, id=f"{command}-{code}")
+    for command, sample in SAMPLES.items()
+    for code, info in sample["error_codes"].items()
+]
+
+
+@pytest.mark.parametrize(("command", "code", "info"), ERROR_CASES)
+async def test_sample_error_codes_reach_the_caller_unchanged(
+    command: str, code: int, info: str
+) -> None:
+    sample = SAMPLES[command]
+    api = sample["path"].removeprefix("v4/")
+    error = error_for_code(code, info, api)
+    caller = SampleCaller(error=error)
+    with pytest.raises(TimAPIError) as raised:
+        await _sdk_call(command, sample["requests"][0])(caller)
+    assert raised.value is error
+    assert raised.value.code == code
+    assert len(caller.calls) == 1

@@ -1,0 +1,208 @@
+"""Typed results of the tim_async endpoints.
+
+All models are frozen, slotted attrs classes with snake_case fields; the PascalCase wire names
+live in :mod:`tim_async._wire` only.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import attrgetter
+from typing import Any
+
+import attrs
+
+from tim_async.errors import TimValidationError
+
+__all__ = [
+    "CounterMode",
+    "ExtensionItem",
+    "ExtensionList",
+    "ExtensionPage",
+    "SetKeyResult",
+]
+
+
+class CounterMode(enum.StrEnum):
+    """How :meth:`GroupCounter.update_group_counter` applies the given values."""
+
+    SET = "Set"
+    """Overwrite the counters (last writer wins). Safe to resend."""
+    INCREASE = "Increase"
+    """Add the values (a missing counter starts at 0). Never resent automatically."""
+    DECREASE = "Decrease"
+    """Subtract the values (a missing counter starts at 0). Never resent automatically."""
+
+
+@attrs.frozen
+class ExtensionItem:
+    """One message extension key-value pair and its version ``seq``.
+
+    One set call stamps all of its keys with one new message-wide ``seq``, so several items can
+    share a ``seq``."""
+
+    key: str
+    value: str
+    seq: int
+
+
+def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
+    """Internal, for the decoding hot path: the slot setters of :class:`ExtensionItem`'s
+    ``key``, ``value`` and ``seq``, or None when they must not be used.
+
+    A frozen attrs class sets each field in ``__init__`` through ``object.__setattr__``;
+    ``object.__new__(ExtensionItem)`` followed by these setters builds the same object about
+    twice as fast, as long as the fields have no validator, converter or ``on_setattr`` hook
+    (the caller checks the types)."""
+    fields = attrs.fields(ExtensionItem)
+    if [f.name for f in fields] != ["key", "value", "seq"] or any(
+        f.validator is not None or f.converter is not None or f.on_setattr is not None
+        for f in fields
+    ):
+        return None  # pragma: no cover - the model changed: use the constructor
+    return tuple(ExtensionItem.__dict__[f.name].__set__ for f in fields)
+
+
+#: Internal: ``(set_key, set_value, set_seq)`` (see :func:`_slot_setters`), or None.
+_ITEM_SLOT_SETTERS = _slot_setters()
+
+_seq_of = attrgetter("seq")
+
+
+def _items_tuple(items: Iterable[ExtensionItem]) -> tuple[ExtensionItem, ...]:
+    return items if type(items) is tuple else tuple(items)
+
+
+@attrs.frozen
+class ExtensionPage:
+    """One page of a message extension pull, as yielded by ``iter_group_key_values`` /
+    ``iter_key_values``.
+
+    ``items`` holds the pairs of one server answer that bring something new to the walk: keys
+    not seen on an earlier page, or a higher ``seq`` for a key seen before (consecutive pages
+    overlap on the server, the overlap is removed), without pairs at or below the ``clear_seq``
+    known so far. ``complete``, ``latest_seq`` and ``clear_seq`` are the answer's
+    ``CompleteFlag``, ``LatestSeq`` and ``ClearSeq``. A later page can raise ``clear_seq``:
+    :meth:`ExtensionList.from_pages` merges pages correctly."""
+
+    items: tuple[ExtensionItem, ...] = attrs.field(converter=_items_tuple)
+    complete: bool
+    latest_seq: int
+    clear_seq: int
+
+
+@attrs.frozen
+class ExtensionList:
+    """All extension pairs of one message: unique keys, sorted by ``seq`` (pairs sharing a
+    ``seq`` stay in server order), none with ``seq <= clear_seq``.
+
+    Supports ``len()``, iteration over :class:`ExtensionItem`, ``key in extensions`` and
+    :meth:`as_dict`."""
+
+    items: tuple[ExtensionItem, ...] = attrs.field(converter=_items_tuple)
+    latest_seq: int
+    clear_seq: int
+
+    def __attrs_post_init__(self) -> None:
+        keys: set[str] = set()
+        previous: int | None = None
+        for item in self.items:
+            if item.key in keys:
+                raise TimValidationError("items", f"duplicate key {item.key!r}")
+            keys.add(item.key)
+            if previous is not None and item.seq < previous:
+                raise TimValidationError("items", "items must be sorted by seq")
+            if item.seq <= self.clear_seq:
+                raise TimValidationError(
+                    "items",
+                    f"key {item.key!r} has seq {item.seq} <= clear_seq {self.clear_seq}",
+                )
+            previous = item.seq
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[ExtensionItem]:
+        return iter(self.items)
+
+    def __contains__(self, key: object) -> bool:
+        return any(item.key == key for item in self.items)
+
+    def as_dict(self) -> dict[str, str]:
+        """The pairs as ``{key: value}``, in ``seq`` order."""
+        return {item.key: item.value for item in self.items}
+
+    @classmethod
+    def from_pages(cls, pages: Iterable[ExtensionPage]) -> ExtensionList:
+        """Merge the pages of one walk: keep each key's highest ``seq``, then drop every pair at
+        or below the highest ``clear_seq`` seen on any page. ``latest_seq`` is the highest
+        ``LatestSeq`` seen."""
+        merged: dict[str, ExtensionItem] = {}
+        clear_seq = 0
+        latest_seq = 0
+        for page in pages:
+            clear_seq = max(clear_seq, page.clear_seq)
+            latest_seq = max(latest_seq, page.latest_seq)
+            for item in page.items:
+                known = merged.get(item.key)
+                if known is None:
+                    merged[item.key] = item
+                elif item.seq > known.seq:
+                    # Re-insert so that, within one seq, keys keep the server's order.
+                    del merged[item.key]
+                    merged[item.key] = item
+        visible = [item for item in merged.values() if item.seq > clear_seq]
+        visible.sort(key=_seq_of)
+        if cls is ExtensionList:
+            # Valid by construction (unique keys, sorted, above clear_seq): skip the checks.
+            return _trusted_list(tuple(visible), latest_seq, clear_seq)
+        return cls(items=tuple(visible), latest_seq=latest_seq, clear_seq=clear_seq)
+
+
+def _trusted_list(
+    items: tuple[ExtensionItem, ...], latest_seq: int, clear_seq: int
+) -> ExtensionList:
+    """Internal: an :class:`ExtensionList` whose invariants the caller guarantees (items unique
+    by key, sorted by seq, all above ``clear_seq``), built without re-checking them."""
+    result: ExtensionList = object.__new__(ExtensionList)
+    object.__setattr__(result, "items", items)
+    object.__setattr__(result, "latest_seq", latest_seq)
+    object.__setattr__(result, "clear_seq", clear_seq)
+    return result
+
+
+@attrs.frozen
+class SetKeyResult:
+    """The outcome of one key of a ``set_key_values`` / ``group_set_key_values`` call.
+
+    ``error_code`` 0 means the key was written (or deleted); otherwise the key failed alone
+    (e.g. 23001: the ``seq`` sent was stale) and ``value`` / ``seq`` hold what the server
+    reported for it, typically the latest version. The server reports results in one of two
+    shapes (objects with ``ErrorCode`` and ``Extension`` {Key, Value, Seq}, or flat
+    {Key, Value, Seq}); both decode to this model."""
+
+    key: str
+    value: str = ""
+    seq: int = 0
+    error_code: int = 0
+    error_info: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when this key was applied (``error_code == 0``)."""
+        return self.error_code == 0
+
+    @staticmethod
+    def _wire_in(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Flatten the ``{ErrorCode, ErrorInfo, Extension: {Key, Value, Seq}}`` shape."""
+        extension = obj.get("Extension")
+        if extension is None:
+            return obj
+        if not isinstance(extension, Mapping):
+            raise TypeError(f"Extension: expected an object, got {type(extension).__name__}")
+        flat = dict(extension)
+        for name in ("ErrorCode", "ErrorInfo"):
+            if name in obj:
+                flat[name] = obj[name]
+        return flat
