@@ -33,7 +33,19 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Protocol, runtime_checkable
 
-__all__ = ["RateLimiter", "SlidingWindow", "SlidingWindowLimiter", "UnlimitedLimiter"]
+from .errors import TimClosedError
+
+__all__ = [
+    "LimiterClosedError",
+    "RateLimiter",
+    "SlidingWindow",
+    "SlidingWindowLimiter",
+    "UnlimitedLimiter",
+]
+
+
+class LimiterClosedError(TimClosedError):
+    """The limiter was closed while a call waited for a slot (a ``RuntimeError`` too)."""
 
 
 @runtime_checkable
@@ -199,6 +211,14 @@ class _CommandLimiter:
             self._timer.cancel()
             self._timer = None
 
+    def close(self) -> None:
+        """Cancel the timer and fail every waiter: nothing would ever wake them again."""
+        self.cancel_timer()
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(LimiterClosedError("the rate limiter was closed"))
+
 
 class SlidingWindowLimiter:
     """At most ``rate`` calls of each command in any sliding ``period``, measured at the
@@ -236,8 +256,9 @@ class SlidingWindowLimiter:
             limiter.release()
 
     async def aclose(self) -> None:
+        """Stop the timers; calls still waiting for a slot raise :class:`LimiterClosedError`."""
         for limiter in self._commands.values():
-            limiter.cancel_timer()
+            limiter.close()
 
     def __repr__(self) -> str:
         return f"SlidingWindowLimiter(rate={self.rate}, period={self.period})"

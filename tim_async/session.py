@@ -11,7 +11,9 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote
 
@@ -36,15 +38,22 @@ from .limiter import RateLimiter
 from .retry import Failure, RetryPolicy
 from .usersig import UserSigProvider
 
-__all__ = ["CallStats", "Session"]
+__all__ = ["MAX_ANSWER_BYTES", "CallStats", "Session"]
 
 logger = logging.getLogger("tim_async")
+
+#: The deadline (loop time) of the operation the current task is inside, if any.
+_OPERATION_DEADLINE: ContextVar[float | None] = ContextVar("tim_async_deadline", default=None)
 
 _API_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
 _USERSIG_RE = re.compile(r"(usersig=)[^&\s'\"]+", re.IGNORECASE)
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _RETRY_STATUSES = {502: Failure.MAYBE_APPLIED, 503: Failure.REJECTED, 504: Failure.MAYBE_APPLIED}
 _EXCERPT = 200
+#: Largest answer read, in bytes (after decompression). A real answer is far smaller (a pull page
+#: of 200 pairs is at most ~1.3 MB even with every byte JSON-escaped); a longer body (a broken
+#: proxy, an endless stream) is cut off instead of filling memory until the timeout.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
 
 @attrs.define
@@ -81,6 +90,7 @@ class Session:
         timeout: float,
         http: aiohttp.ClientSession | None = None,
         connections: int = 100,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         urls = [u.rstrip("/") for u in base_urls]
         if not urls:
@@ -95,10 +105,12 @@ class Session:
         self._http = http
         self._owns_http = http is None
         self._connections = connections
+        self._max_answer_bytes = max_answer_bytes
         self._closed = False
         self._rng = random.Random()
         # The UserSigs this session has put in URLs lately, to redact them from any text.
         self._recent_sigs: tuple[str, str] = ("", "")
+        self._usersig_quoted = ""  # quote() of self._recent_sigs[-1], made once per UserSig
         self.stats = CallStats()
 
     # ------------------------------------------------------------------ lifecycle
@@ -137,6 +149,20 @@ class Session:
 
     # ------------------------------------------------------------------ calls
 
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        """Bound every call made inside the block (one logical operation made of several
+        requests, such as a paged pull) by one ``timeout``, counted from entering the block.
+        Nested blocks keep the outer deadline."""
+        if _OPERATION_DEADLINE.get() is not None:
+            yield
+            return
+        token = _OPERATION_DEADLINE.set(asyncio.get_running_loop().time() + self._timeout)
+        try:
+            yield
+        finally:
+            _OPERATION_DEADLINE.reset(token)
+
     async def call(
         self, api: str, body: Mapping[str, Any], *, idempotent: bool = True
     ) -> dict[str, Any]:
@@ -155,18 +181,27 @@ class Session:
         http = self._ensure_http()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
+        outer = _OPERATION_DEADLINE.get()
+        if outer is not None and outer < deadline:
+            deadline = outer
         stats = self.stats
         stats.calls += 1
         retries = 0
         renewed = False
         while True:
+            if self._closed:
+                stats.failures += 1
+                raise TimClosedError("the client was closed during the call")
             stats.attempts += 1
             try:
                 return await self._attempt(http, api, data, deadline)
             except _AttemptError as failed:
                 error, failure = failed.error, failed.failure
-            except BaseException:
+            except BaseException as exc:
                 stats.failures += 1
+                if self._closed and isinstance(exc, Exception):
+                    # aiohttp's "Session is closed", the limiter's waiters being failed, ...
+                    raise TimClosedError("the client was closed during the call") from None
                 raise
             if (
                 isinstance(error, TimAPIError)
@@ -206,16 +241,17 @@ class Session:
                     usersig = self._usersig.current()
                     if usersig is not self._recent_sigs[-1]:
                         self._recent_sigs = (self._recent_sigs[-1], usersig)
+                        self._usersig_quoted = quote(usersig, safe="")
                     url = URL(
                         f"{self._base_urls[self._base_index]}/v4/{api}?{self._static_query}"
-                        f"&usersig={quote(usersig, safe='')}"
+                        f"&usersig={self._usersig_quoted}"
                         f"&random={secrets.randbits(32)}&contenttype=json",
                         encoded=True,
                     )
                     sent = True
                     async with http.post(url, data=data, headers=_JSON_HEADERS) as resp:
                         status = resp.status
-                        raw = await resp.read()
+                        raw = await self._read(api, resp)
         except TimeoutError:
             # Not sent yet: the time ran out in the limiter; nothing left to retry with.
             raise _AttemptError(
@@ -231,6 +267,32 @@ class Session:
         except (aiohttp.ClientError, OSError) as exc:
             raise _AttemptError(self._transport_error(api, exc), Failure.MAYBE_APPLIED) from None
         return self._decode(api, status, raw)
+
+    async def _read(self, api: str, resp: aiohttp.ClientResponse) -> bytes:
+        """The answer's body, at most ``max_answer_bytes`` of it (else an unreadable answer)."""
+        limit = self._max_answer_bytes
+        length = resp.content_length
+        if length is not None and length <= limit and not resp.headers.get("Content-Encoding"):
+            return await resp.read()
+        size = 0
+        chunks: list[bytes] = []
+        if length is None or length <= limit:
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        raise _AttemptError(
+            TimTransportError(
+                f"the answer is larger than {limit} bytes",
+                api=api,
+                status=resp.status,
+                body_excerpt=self._excerpt(b"".join(chunks)[:_EXCERPT]),
+            ),
+            Failure.MAYBE_APPLIED,
+        )
 
     def _decode(self, api: str, status: int, raw: bytes) -> dict[str, Any]:
         if status != 200:
@@ -264,6 +326,9 @@ class Session:
             )
         if code == 0:
             return answer
+        # The server (or a proxy) may echo the request URL: the error keeps no UserSig, not
+        # even in ``body``.
+        answer = self._redact_json(answer)
         info = answer.get("ErrorInfo")
         error = error_for_code(code, self.redact(str(info)) if info else "", api, answer)
         failure = Failure.REJECTED if code in RETRYABLE_CODES else Failure.FINAL
@@ -278,6 +343,16 @@ class Session:
             if sig:
                 text = text.replace(sig, "<redacted>").replace(quote(sig, safe=""), "<redacted>")
         return text
+
+    def _redact_json(self, value: Any) -> Any:
+        """``value`` (decoded JSON) with :meth:`redact` applied to every string in it."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {self._redact_json(k): self._redact_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact_json(v) for v in value]
+        return value
 
     def _excerpt(self, raw: bytes) -> str:
         return self.redact(raw[:_EXCERPT].decode("utf-8", "replace"))
