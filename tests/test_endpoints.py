@@ -4,6 +4,7 @@ input validation (nothing is sent when validation fails)."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import pathlib
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,9 @@ class FakeCaller:
         self.answer = answer if answer is not None else {}
         self.raises = raises
         self.calls: list[tuple[str, dict[str, Any], bool]] = []
+
+    def operation(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     async def call(
         self, api: str, body: dict[str, Any], *, idempotent: bool = True

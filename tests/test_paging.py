@@ -4,6 +4,7 @@ hypothesis property against an in-process model of the server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +34,9 @@ class FakeCaller:
         self.calls: list[tuple[str, dict[str, Any], bool]] = []
         self.bodies: list[dict[str, Any]] = []  # the objects themselves
         self.max_calls = max_calls
+
+    def operation(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     async def call(
         self, api: str, body: dict[str, Any], *, idempotent: bool = True

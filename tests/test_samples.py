@@ -4,6 +4,7 @@ values (also through a strict converter copy that refuses fields the models do n
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import pathlib
@@ -203,6 +204,9 @@ class SampleCaller:
         self.response = response
         self.error = error
         self.calls: list[tuple[str, dict[str, Any], bool]] = []
+
+    def operation(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     async def call(
         self, api: str, body: dict[str, Any], *, idempotent: bool = True

@@ -30,9 +30,9 @@ class TimClient:
     ``usersig``. ``region`` picks the data centre; ``base_url`` overrides it (an emulator, a
     proxy). ``rate_limit`` is the calls/second allowed per REST command (``None``: no client-side
     limit); ``limiter`` replaces the in-process limiter (e.g. one shared through Redis).
-    ``timeout`` bounds each whole call, retries included; ``retry`` replaces the default
-    :class:`~tim_async.retry.RetryPolicy` (backoff base and cap). A caller-supplied aiohttp
-    ``session`` is used as is and never closed by the SDK.
+    ``timeout`` bounds each whole call, retries and every page of a paged pull included;
+    ``retry`` replaces the default :class:`~tim_async.retry.RetryPolicy` (backoff base and
+    cap). A caller-supplied aiohttp ``session`` is used as is and never closed by the SDK.
     """
 
     def __init__(

@@ -7,6 +7,7 @@ I/O policy (URL, UserSig, rate limits, retries, the error envelope) lives behind
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from tim_async.endpoints.group_attr import GroupAttr
@@ -29,4 +30,9 @@ class Caller(Protocol):
         :class:`~tim_async.errors.TimTransportError`; rate limits and retries are handled
         below. ``idempotent=False`` forbids resending once the request may have reached the
         server. The returned dict is fully read (no connection is held)."""
+        ...
+
+    def operation(self) -> AbstractContextManager[None]:
+        """A block whose calls share one ``timeout`` (a multi-request operation such as a paged
+        pull), counted from entering it."""
         ...

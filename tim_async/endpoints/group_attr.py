@@ -16,6 +16,7 @@ import attrs
 
 from tim_async import _wire
 from tim_async._validate import check_key_list, check_str, check_str_mapping
+from tim_async.errors import TimValidationError
 
 if TYPE_CHECKING:
     from tim_async.endpoints import Caller
@@ -116,6 +117,10 @@ class GroupAttr:
         :meth:`modify_group_attr`). An empty mapping is refused: the server rejects an empty
         ``GroupAttr``; use :meth:`clear_group_attr` to remove every attribute."""
         group = check_str("group_id", group_id)
+        if isinstance(attrs, Mapping) and not attrs:
+            raise TimValidationError(
+                "attrs", "give at least one attribute (clear_group_attr removes them all)"
+            )
         request = _AttrWriteRequest(group_id=group, group_attr=_attrs(attrs, min_items=1))
         await self._caller.call(API_SET, _wire.unstructure(request))
 

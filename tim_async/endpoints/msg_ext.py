@@ -248,12 +248,14 @@ class MsgExt:
         reads only pairs with ``seq >= start_seq``. The result has unique keys, sorted by
         ``seq``, with cleared pairs (``seq <= clear_seq``) dropped.
 
+        The client's ``timeout`` bounds the whole pull, every page and retry included.
         Raises :class:`~tim_async.errors.TimPagingError` when the server cannot page past a
         group of pairs sharing one ``seq``; :class:`~tim_async.errors.TimNotFoundError` (23004)
         when the message does not exist."""
-        return await collect_extension_list(
-            self.iter_group_key_values(group_id, msg_seq, start_seq=start_seq)
-        )
+        with self._caller.operation():
+            return await collect_extension_list(
+                self.iter_group_key_values(group_id, msg_seq, start_seq=start_seq)
+            )
 
     def iter_group_key_values(
         self, group_id: str, msg_seq: int, *, start_seq: int = 0
@@ -312,11 +314,12 @@ class MsgExt:
 
         ``msg_key`` is the message's ``MsgKey``; ``from_account`` (optional) is the sender.
         Otherwise as :meth:`group_get_key_values`."""
-        return await collect_extension_list(
-            self.iter_key_values(
-                to_account, msg_key, from_account=from_account, start_seq=start_seq
+        with self._caller.operation():
+            return await collect_extension_list(
+                self.iter_key_values(
+                    to_account, msg_key, from_account=from_account, start_seq=start_seq
+                )
             )
-        )
 
     def iter_key_values(
         self,
