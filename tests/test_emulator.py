@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,77 +32,14 @@ GET_COUNTER = "group_open_http_svc/get_group_counter"
 UPDATE_COUNTER = "group_open_http_svc/update_group_counter"
 DELETE_COUNTER = "group_open_http_svc/delete_group_counter"
 
-# Tencent's documented samples (shared/spec/samples/seed-samples.json), verbatim.
-SAMPLE_GROUP_GET_KV: dict[str, Any] = {
-    "requests": [
-        {"GroupId": "@TGS#1YMVAB3IZ", "MsgSeq": 158},
-        {"GroupId": "@TGS#1YMVAB3IZ", "MsgSeq": 158, "StartSeq": 2},
-    ],
-    "response": {
-        "ErrorCode": 0,
-        "ErrorInfo": "",
-        "ActionStatus": "OK",
-        "CompleteFlag": 1,
-        "LatestSeq": 2,
-        "ClearSeq": 0,
-        "ExtensionList": [
-            {"Key": "key1", "Value": "1", "Seq": 1},
-            {"Key": "key2", "Value": "2", "Seq": 1},
-            {"Key": "key3", "Value": "3", "Seq": 2},
-        ],
-    },
-}
-SAMPLE_GET_KV: dict[str, Any] = {
-    "requests": [
-        {"From_Account": "62768", "To_Account": "116400", "MsgKey": "44739199_12_1665388280"},
-        {
-            "From_Account": "62768",
-            "To_Account": "116400",
-            "MsgKey": "44739199_12_1665388280",
-            "StartSeq": 2,
-        },
-    ],
-    "response": {
-        "ErrorCode": 0,
-        "ErrorInfo": "",
-        "ActionStatus": "OK",
-        "CompleteFlag": 1,
-        "LatestSeq": 2,
-        "ClearSeq": 0,
-        "ExtensionList": [
-            {"Key": "k1", "Value": "v1", "Seq": 1},
-            {"Key": "k2", "Value": "v2", "Seq": 1},
-            {"Key": "k3", "Value": "v3", "Seq": 2},
-        ],
-    },
-}
-SAMPLE_GET_ATTR: dict[str, Any] = {
-    "requests": [{"GroupId": "@TGS#aC5SZEAEF"}],
-    "response": {
-        "ActionStatus": "OK",
-        "ErrorInfo": "",
-        "ErrorCode": 0,
-        "GroupAttrAry": [
-            {"key": "attr_key1", "value": "attr_val1"},
-            {"key": "attr_key2", "value": "attr_val2"},
-        ],
-    },
-}
-SAMPLE_UPDATE_COUNTER: dict[str, Any] = {
-    "requests": [
-        {
-            "GroupId": "@TGS#aC5SZEAEF",
-            "GroupCounter": [{"Key": "like", "Value": 5}, {"Key": "unlike", "Value": 1}],
-            "Mode": "Set",
-        }
-    ],
-    "response": {
-        "ActionStatus": "OK",
-        "ErrorInfo": "",
-        "ErrorCode": 0,
-        "GroupCounter": [{"Key": "like", "Value": 5}, {"Key": "unlike", "Value": 1}],
-    },
-}
+# Tencent's documented samples (a copy of shared/spec/samples/seed-samples.json).
+_SAMPLES: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parent / "data" / "seed-samples.json").read_text(encoding="utf-8")
+)
+SAMPLE_GROUP_GET_KV: dict[str, Any] = _SAMPLES["group_get_key_values"]
+SAMPLE_GET_KV: dict[str, Any] = _SAMPLES["get_key_values"]
+SAMPLE_GET_ATTR: dict[str, Any] = _SAMPLES["get_group_attr"]
+SAMPLE_UPDATE_COUNTER: dict[str, Any] = _SAMPLES["update_group_counter"]
 
 
 class Clock:
