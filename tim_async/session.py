@@ -61,7 +61,7 @@ class CallStats:
     """Counters kept by a session (read them for progress reports and summaries)."""
 
     calls: int = 0  #: calls started (``Session.call`` invocations)
-    attempts: int = 0  #: HTTP requests sent, retries included
+    attempts: int = 0  #: HTTP requests sent (admitted by the limiter), retries included
     retries: int = 0  #: attempts after the first, UserSig renewals included
     failures: int = 0  #: calls that ended in an exception
     retried_by_reason: dict[str, int] = attrs.field(factory=dict)
@@ -192,7 +192,6 @@ class Session:
             if self._closed:
                 stats.failures += 1
                 raise TimClosedError("the client was closed during the call")
-            stats.attempts += 1
             try:
                 return await self._attempt(http, api, data, deadline)
             except _AttemptError as failed:
@@ -249,6 +248,7 @@ class Session:
                         encoded=True,
                     )
                     sent = True
+                    self.stats.attempts += 1
                     async with http.post(url, data=data, headers=_JSON_HEADERS) as resp:
                         status = resp.status
                         raw = await self._read(api, resp)
@@ -370,5 +370,5 @@ def _reason(error: Exception) -> str:
     if isinstance(error, TimAPIError):
         return f"ErrorCode {error.code}"
     if isinstance(error, TimTransportError) and error.status is not None:
-        return f"HTTP {error.status}"
+        return f"HTTP {error.status}" if error.status != 200 else "unreadable answer"
     return type(error).__name__
