@@ -253,7 +253,8 @@ class Session:
                         status = resp.status
                         raw = await self._read(api, resp)
         except TimeoutError:
-            # Not sent yet: the time ran out in the limiter; nothing left to retry with.
+            # Before sending (waiting in the limiter) nothing was applied and no time is left;
+            # after sending the request may have been applied.
             raise _AttemptError(
                 TimTimeoutError(
                     f"no answer within the call's timeout of {self._timeout}s", api=api
