@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
+import contextlib
 import importlib.util
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,10 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import _common
+
+from tim_async.testing.redis_server import redis_server
 
 REPO = Path(__file__).resolve().parent.parent
 COMMAND = "openim_msg_ext_http_svc/group_get_key_values"
@@ -131,79 +133,6 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        sys.exit("redis-server not installed: apt-get install redis-server")
-    for _ in range(5):
-        port = free_port()
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return proc, f"redis://127.0.0.1:{port}/0"
-            except OSError:
-                time.sleep(0.01)
-        stop(proc)
-    sys.exit("could not start redis-server")
-
-
-def start_emulator(rate: int) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tim_async.testing",
-            "--port",
-            "0",
-            "--seed-groups",
-            "1",
-            "--keys-per-msg-max",
-            "5",
-            "--rate-limit",
-            str(rate),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().decode().strip()
-    if not url.startswith("http"):
-        stop(proc)
-        sys.exit("the emulator did not start")
-    return proc, url
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()
-
-
-def max_in_window(times: list[float], width: float) -> int:
-    """Most of the sorted ``times`` in one window ``[w, w + width)``."""
-    return max(bisect.bisect_left(times, t + width) - i for i, t in enumerate(times))
-
-
 def max_arrivals(intervals: list[tuple[float, float]], width: float) -> int:
     """Most calls that can arrive in one window ``[w, w + width)``, each anywhere in its
     ``[enter, exit]``: the number of intervals meeting the window, maximal at some ``w = exit``.
@@ -243,23 +172,25 @@ def main() -> None:
         return
 
     use_emulator = not args.fake_rtt and importlib.util.find_spec("tim_async.testing.__main__")
-    redis_proc, redis_url = start_redis()
-    emulator_proc = None
-    emulator_url = ""
-    workers: list[subprocess.Popen[str]] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server()).url
+        emulator_url = ""
         if use_emulator:
-            emulator_proc, emulator_url = start_emulator(args.rate)
+            emulator = stack.enter_context(
+                _common.emulator_process(rate_limit=args.rate, seed_groups=1, keys_per_msg_max=5)
+            )
+            emulator_url = emulator.base_url
         command = [sys.executable, __file__, "--worker", "--redis-url", redis_url]
         command += ["--emulator-url", emulator_url, "--seconds", str(args.seconds)]
         command += ["--rate", str(args.rate), "--tasks", str(args.tasks)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        workers = [
-            subprocess.Popen(
+        workers: list[subprocess.Popen[str]] = []
+        for _ in range(args.processes):
+            proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
             )
-            for _ in range(args.processes)
-        ]
+            stack.callback(_common.stop_process, proc)
+            workers.append(proc)
         for proc in workers:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "ready":
@@ -270,12 +201,6 @@ def main() -> None:
             proc.stdin.write(f"{start!r}\n")
             proc.stdin.flush()
         results = [json.loads(proc.communicate()[0]) for proc in workers]
-    finally:
-        for proc in workers:
-            stop(proc)
-        if emulator_proc is not None:
-            stop(emulator_proc)
-        stop(redis_proc)
 
     if args.save:
         Path(args.save).write_text(json.dumps(results))
@@ -310,7 +235,10 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], emulator: bo
     rows = [
         ("admissions", f"{len(intervals)}"),
         ("per process", " / ".join(str(len(r["log"])) for r in results)),
-        ("max admissions in any sliding second", f"{max_in_window(enters, 1.0)} (<= {rate})"),
+        (
+            "max admissions in any sliding second",
+            f"{_common.max_in_window(enters, 1.0)} (<= {rate})",
+        ),
         ("max arrivals possible in any sliding second", f"{max_arrivals(intervals, 1.0)}"),
         (
             "sustained combined rate (rate / slot cycle)",

@@ -9,13 +9,12 @@ can hold. CLOCK_MONOTONIC is system-wide, so subprocess records compare with our
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -30,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tim_async.errors import TimClosedError, TimConfigError, TimError, TimLimiterError
 from tim_async.limiter import RateLimiter
 from tim_async.limiter_redis import RedisLimiter
+from tim_async.testing.redis_server import RedisServer, redis_server
 
 REPO = Path(__file__).resolve().parent.parent
 EPS = 0.002  # Redis's clock (realtime) against time.monotonic(): rounding only
@@ -40,53 +40,21 @@ Interval = tuple[float, float]
 # --------------------------------------------------------------------------- redis-server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
-def start_redis_server() -> tuple[subprocess.Popen[bytes], int]:
-    """Start a throw-away redis-server on a free loopback port; skip (fail on CI) if absent."""
-    exe = shutil.which("redis-server")
-    if exe is None:
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[RedisServer]:
+    """A throw-away redis-server; the test is skipped without the binary (failed on CI)."""
+    if shutil.which("redis-server") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("redis-server is required on CI: apt-get install -y redis-server")
         pytest.skip("redis-server not installed: apt-get install redis-server")
-    for _ in range(5):
-        port = _free_port()
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return proc, port
-            except OSError:
-                time.sleep(0.01)
-        _stop(proc)  # the port was taken meanwhile, or the server did not come up
-    pytest.fail("could not start redis-server")
+    with redis_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    proc, port = start_redis_server()
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        _stop(proc)
+    with throwaway_redis() as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -197,6 +165,7 @@ async def test_several_limiters_share_one_budget(
 _CHILD = r"""
 import asyncio, json, random, sys, time
 from tim_async.limiter_redis import RedisLimiter
+from tim_async.testing.redis_server import RedisServer, redis_server
 
 async def main(url, namespace, calls):
     log = []
@@ -272,6 +241,7 @@ async def test_call_in_flight_holds_its_slot_beyond_its_lease(
 _CRASHER = r"""
 import asyncio, os, sys, time
 from tim_async.limiter_redis import RedisLimiter
+from tim_async.testing.redis_server import RedisServer, redis_server
 
 async def main(url, namespace):
     limiter = RedisLimiter.from_url(
@@ -472,7 +442,9 @@ async def test_cancelling_an_admitted_call_records_its_finish(
 
 
 async def test_unreachable_redis_raises_a_typed_error() -> None:
-    limiter = RedisLimiter.from_url(f"redis://127.0.0.1:{_free_port()}/0", sdkappid=1)
+    with throwaway_redis() as server:
+        pass  # stopped: nothing listens at its URL any more
+    limiter = RedisLimiter.from_url(server.url, sdkappid=1)
     sent = False
     with pytest.raises(TimLimiterError) as info:
         async with limiter.acquire("cmd"):
@@ -487,12 +459,11 @@ async def test_unreachable_redis_raises_a_typed_error() -> None:
 async def test_redis_dying_mid_call_keeps_the_outcome_then_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    proc, port = start_redis_server()
-    try:
-        limiter = RedisLimiter.from_url(f"redis://127.0.0.1:{port}/0", sdkappid=1)
+    with throwaway_redis() as server:
+        limiter = RedisLimiter.from_url(server.url, sdkappid=1)
         with caplog.at_level(logging.WARNING, logger="tim_async.limiter_redis"):
             async with limiter.acquire("cmd"):
-                _stop(proc)  # the call's answer is in; recording its finish will fail
+                server.stop()  # the call's answer is in; recording its finish will fail
                 outcome = "answer"
         assert outcome == "answer"  # not replaced by an exception
         assert "could not record the finish" in caplog.text
@@ -501,8 +472,6 @@ async def test_redis_dying_mid_call_keeps_the_outcome_then_raises(
                 pass
         assert isinstance(info.value.__cause__, RedisConnectionError)
         await limiter.aclose()
-    finally:
-        _stop(proc)
 
 
 # --------------------------------------------------------------------------- API
