@@ -4,13 +4,12 @@ input validation (nothing is sent when validation fails)."""
 from __future__ import annotations
 
 import ast
-import contextlib
-import copy
 import pathlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from _fakes import FakeCaller
 
 import tim_async
 from tim_async.endpoints import GroupAttr, GroupCounter, MsgExt
@@ -23,32 +22,6 @@ from tim_async.errors import (
     error_for_code,
 )
 from tim_async.models import CounterMode, ExtensionItem, SetKeyResult
-
-
-class FakeCaller:
-    """Records each call (a deep copy of the body) and returns a copy of ``answer``."""
-
-    def __init__(self, answer: dict[str, Any] | None = None, *, raises: Exception | None = None):
-        self.answer = answer if answer is not None else {}
-        self.raises = raises
-        self.calls: list[tuple[str, dict[str, Any], bool]] = []
-
-    def operation(self) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
-
-    async def call(
-        self, api: str, body: dict[str, Any], *, idempotent: bool = True
-    ) -> dict[str, Any]:
-        self.calls.append((api, copy.deepcopy(body), idempotent))
-        if self.raises is not None:
-            raise self.raises
-        return {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", **copy.deepcopy(self.answer)}
-
-    @property
-    def last(self) -> tuple[str, dict[str, Any], bool]:
-        assert len(self.calls) == 1, self.calls
-        return self.calls[0]
-
 
 EMPTY_PULL = {"CompleteFlag": 1, "LatestSeq": 0, "ClearSeq": 0, "ExtensionList": []}
 E_ACUTE = "\u00e9"  # 1 character, 2 bytes in UTF-8

@@ -4,14 +4,13 @@ values (also through a strict converter copy that refuses fields the models do n
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _fakes import FakeCaller
 
 from tim_async import _wire
 from tim_async.endpoints import GroupAttr, GroupCounter, MsgExt
@@ -31,27 +30,6 @@ SPEC_FILE = (
     Path(__file__).resolve().parents[2] / "shared" / "spec" / "samples" / "seed-samples.json"
 )
 ENVELOPE = ("ActionStatus", "ErrorCode", "ErrorInfo")
-
-
-class SampleCaller:
-    """Answers every call with the sample response and records the bodies sent."""
-
-    def __init__(self, response: dict[str, Any] | None = None, error: Exception | None = None):
-        self.response = response
-        self.error = error
-        self.calls: list[tuple[str, dict[str, Any], bool]] = []
-
-    def operation(self) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
-
-    async def call(
-        self, api: str, body: dict[str, Any], *, idempotent: bool = True
-    ) -> dict[str, Any]:
-        self.calls.append((api, copy.deepcopy(body), idempotent))
-        if self.error is not None:
-            raise self.error
-        assert self.response is not None
-        return copy.deepcopy(self.response)
 
 
 Call = Callable[[Any], Awaitable[Any]]
@@ -107,7 +85,7 @@ def test_samples_cover_the_four_commands() -> None:
 async def test_sample_request_is_what_the_sdk_sends(command: str, index: int) -> None:
     sample = SAMPLES[command]
     request = sample["requests"][index]
-    caller = SampleCaller(sample["response"])
+    caller = FakeCaller(sample["response"])
     await _sdk_call(command, request)(caller)
     assert len(caller.calls) == 1  # every sample response is complete: one call
     api, body, idempotent = caller.calls[0]
@@ -127,7 +105,7 @@ EXPECTED_EXTENSIONS = {
 async def test_extension_sample_response_decodes(command: str) -> None:
     sample = SAMPLES[command]
     request = sample["requests"][0]
-    result = await _sdk_call(command, request)(SampleCaller(sample["response"]))
+    result = await _sdk_call(command, request)(FakeCaller(sample["response"]))
     assert isinstance(result, ExtensionList)
     assert [(i.key, i.value, i.seq) for i in result] == EXPECTED_EXTENSIONS[command]
     assert (result.latest_seq, result.clear_seq) == (2, 0)
@@ -135,11 +113,11 @@ async def test_extension_sample_response_decodes(command: str) -> None:
     assert result.as_dict() == {k: v for k, v, _ in EXPECTED_EXTENSIONS[command]}
 
     pages_iter = (
-        MsgExt(SampleCaller(sample["response"])).iter_group_key_values(
+        MsgExt(FakeCaller(sample["response"])).iter_group_key_values(
             request["GroupId"], request["MsgSeq"]
         )
         if command == "group_get_key_values"
-        else MsgExt(SampleCaller(sample["response"])).iter_key_values(
+        else MsgExt(FakeCaller(sample["response"])).iter_key_values(
             request["To_Account"], request["MsgKey"], from_account=request["From_Account"]
         )
     )
@@ -152,14 +130,14 @@ async def test_extension_sample_response_decodes(command: str) -> None:
 async def test_get_group_attr_sample_response_decodes() -> None:
     sample = SAMPLES["get_group_attr"]
     result = await _sdk_call("get_group_attr", sample["requests"][0])(
-        SampleCaller(sample["response"])
+        FakeCaller(sample["response"])
     )
     assert result == {"attr_key1": "attr_val1", "attr_key2": "attr_val2"}
 
 
 async def test_update_group_counter_sample_response_decodes() -> None:
     sample = SAMPLES["update_group_counter"]
-    caller = SampleCaller(sample["response"])
+    caller = FakeCaller(sample["response"])
     result = await _sdk_call("update_group_counter", sample["requests"][0])(caller)
     assert result == {"like": 5, "unlike": 1}
     assert caller.calls[0][2] is True  # Mode "Set" may be resent
@@ -196,7 +174,7 @@ async def test_sample_error_codes_reach_the_caller_unchanged(
     sample = SAMPLES[command]
     api = sample["path"].removeprefix("v4/")
     error = error_for_code(code, info, api)
-    caller = SampleCaller(error=error)
+    caller = FakeCaller(raises=error)
     with pytest.raises(TimAPIError) as raised:
         await _sdk_call(command, sample["requests"][0])(caller)
     assert raised.value is error
