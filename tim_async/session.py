@@ -285,27 +285,22 @@ class Session:
                 chunks.append(chunk)
             else:
                 return b"".join(chunks)
-        raise _AttemptError(
-            TimTransportError(
-                f"the answer is larger than {limit} bytes",
-                api=api,
-                status=resp.status,
-                body_excerpt=self._excerpt(b"".join(chunks)[:_EXCERPT]),
-            ),
+        raise self._unusable(
+            api,
+            f"the answer is larger than {limit} bytes",
+            resp.status,
+            chunks[0] if chunks else b"",  # an excerpt: never join 32 MiB to show 200 bytes
             Failure.MAYBE_APPLIED,
         )
 
     def _decode(self, api: str, status: int, raw: bytes) -> dict[str, Any]:
         if status != 200:
-            failure = _RETRY_STATUSES.get(status, Failure.FINAL)
-            raise _AttemptError(
-                TimTransportError(
-                    "unexpected HTTP status",
-                    api=api,
-                    status=status,
-                    body_excerpt=self._excerpt(raw),
-                ),
-                failure,
+            raise self._unusable(
+                api,
+                "unexpected HTTP status",
+                status,
+                raw,
+                _RETRY_STATUSES.get(status, Failure.FINAL),
             )
         try:
             answer = orjson.loads(raw)
@@ -316,14 +311,8 @@ class Session:
             or "ActionStatus" not in answer
             or type(code := answer.get("ErrorCode")) is not int
         ):
-            raise _AttemptError(
-                TimTransportError(
-                    "the answer is not the JSON envelope",
-                    api=api,
-                    status=status,
-                    body_excerpt=self._excerpt(raw),
-                ),
-                Failure.MAYBE_APPLIED,
+            raise self._unusable(
+                api, "the answer is not the JSON envelope", status, raw, Failure.MAYBE_APPLIED
             )
         if code == 0:
             return answer
@@ -354,6 +343,12 @@ class Session:
         if isinstance(value, list):
             return [self._redact_json(v) for v in value]
         return value
+
+    def _unusable(
+        self, api: str, message: str, status: int, raw: bytes, failure: Failure
+    ) -> _AttemptError:
+        error = TimTransportError(message, api=api, status=status, body_excerpt=self._excerpt(raw))
+        return _AttemptError(error, failure)
 
     def _excerpt(self, raw: bytes) -> str:
         return self.redact(raw[:_EXCERPT].decode("utf-8", "replace"))
