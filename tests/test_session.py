@@ -16,9 +16,11 @@ from aiohttp import web
 
 from tim_async import errors
 from tim_async.client import TimClient
+from tim_async.limiter import UnlimitedLimiter
 from tim_async.regions import Region
 from tim_async.retry import RetryPolicy
-from tim_async.usersig import decode_usersig, verify_usersig
+from tim_async.session import Session
+from tim_async.usersig import StaticUserSig, decode_usersig, verify_usersig
 
 SECRET = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 APPID = 1400000000
@@ -505,3 +507,25 @@ async def test_call_refuses_bodies_that_are_not_json(server: tuple[Script, str])
         with pytest.raises(errors.TimTypeError, match="body"):
             await tim.call("a/b", [1, 2])  # type: ignore[arg-type]
     assert script.requests == []
+
+
+async def test_dns_failure_switches_to_the_backup_domain(server: tuple[Script, str]) -> None:
+    # A region's main domain that does not resolve: the retry goes to its backup domain.
+    # (.invalid never resolves: RFC 2606.)
+    script, url = server
+    session = Session(
+        base_urls=["http://tim-async-test.invalid:1", url],
+        sdkappid=APPID,
+        identifier="administrator",
+        usersig=StaticUserSig("sig"),
+        limiter=UnlimitedLimiter(),
+        retry=RetryPolicy(backoff_base=0.001),
+        timeout=5.0,
+    )
+    try:
+        assert (await session.call("svc/cmd", {}))["ErrorCode"] == 0
+        assert session.base_url == url
+        assert session.stats.attempts == 2 and session.stats.retries == 1
+    finally:
+        await session.close()
+    assert len(script.requests) == 1
