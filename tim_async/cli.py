@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, TextIO
 
 import orjson
 
+from tim_async._validate import INT64_MAX, INT64_MIN, UINT32_MAX
 from tim_async.errors import (
     TimAPIError,
     TimConfigError,
@@ -81,9 +82,6 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 PROG: Final = "tim-async"
-UINT32_MAX: Final = 2**32 - 1
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
 #: longest accepted line of a targets file (a longer one is malformed; memory stays bounded)
 MAX_LINE_BYTES: Final = 64 * 1024
 DEFAULT_CONCURRENCY: Final = 64
