@@ -28,6 +28,7 @@ __all__ = [
     "TimClosedError",
     "TimConfigError",
     "TimError",
+    "TimEventLoopError",
     "TimInvalidParameterError",
     "TimLimitExceededError",
     "TimLimiterError",
@@ -42,6 +43,7 @@ __all__ = [
     "TimTransportError",
     "TimTypeError",
     "TimValidationError",
+    "TimWebhookError",
     "error_for_code",
 ]
 
@@ -75,6 +77,16 @@ class TimConfigError(TimError, ValueError):
 
 class TimClosedError(TimError, RuntimeError):
     """The client was used after ``close()``."""
+
+
+class TimEventLoopError(TimError, RuntimeError):
+    """A client (or its rate limiter) was used from another event loop than the one that
+    first used it. Use one client per event loop: create it inside the loop that uses it."""
+
+
+class TimWebhookError(TimError, ValueError):
+    """A webhook request failed verification or its body could not be parsed; the message
+    names what failed (never the token)."""
 
 
 # --------------------------------------------------------------------------- server answers

@@ -40,6 +40,7 @@ __all__ = [
     "RateLimiter",
     "SlidingWindow",
     "SlidingWindowLimiter",
+    "Slot",
     "UnlimitedLimiter",
 ]
 
@@ -48,17 +49,27 @@ class LimiterClosedError(TimClosedError):
     """The limiter was closed while a call waited for a slot (a ``RuntimeError`` too)."""
 
 
+class Slot(Protocol):
+    """What entering :meth:`RateLimiter.acquire` gives the session: one admitted call."""
+
+    def unanswered(self) -> None:
+        """The request was sent but the call ends without the server's answer (a timeout, a
+        cancellation, the connection lost, a 502/504 from a gateway): it may still arrive at
+        the server later, so the slot must stay held longer than for an answered call."""
+        ...
+
+
 @runtime_checkable
 class RateLimiter(Protocol):
     """What the session needs from a limiter.
 
     ``acquire(command)`` returns an async context manager: entering it waits until the call may
-    be sent; leaving it records that the call finished (its answer, or its failure, is back).
-    Another implementation (for example a budget shared through Redis by several processes)
-    can replace the in-process one.
+    be sent and gives a :class:`Slot`; leaving it records that the call finished (its answer, or
+    its failure, is back). Another implementation (for example a budget shared through Redis by
+    several processes) can replace the in-process one.
     """
 
-    def acquire(self, command: str) -> AbstractAsyncContextManager[None]: ...
+    def acquire(self, command: str) -> AbstractAsyncContextManager[Slot]: ...
 
     async def aclose(self) -> None: ...
 
@@ -244,14 +255,15 @@ class SlidingWindowLimiter:
         """The bookkeeping of one command (for inspection and tests)."""
         return self._for(command).window
 
-    def acquire(self, command: str) -> AbstractAsyncContextManager[None]:
+    def acquire(self, command: str) -> AbstractAsyncContextManager[Slot]:
         return self._slot(self._for(command))
 
     @asynccontextmanager
-    async def _slot(self, limiter: _CommandLimiter) -> AsyncIterator[None]:
+    async def _slot(self, limiter: _CommandLimiter) -> AsyncIterator[Slot]:
         await limiter.acquire()
+        slot = _WindowSlot()
         try:
-            yield
+            yield slot
         finally:
             limiter.release()
 
@@ -264,10 +276,22 @@ class SlidingWindowLimiter:
         return f"SlidingWindowLimiter(rate={self.rate}, period={self.period})"
 
 
+class _WindowSlot:
+    """One admitted call of a :class:`SlidingWindowLimiter`."""
+
+    __slots__ = ("answered",)
+
+    def __init__(self) -> None:
+        self.answered = True
+
+    def unanswered(self) -> None:
+        self.answered = False
+
+
 class UnlimitedLimiter:
     """No client-side limit (``rate_limit=None``)."""
 
-    def acquire(self, command: str) -> AbstractAsyncContextManager[None]:
+    def acquire(self, command: str) -> AbstractAsyncContextManager[Slot]:
         return _NULL_SLOT
 
     async def aclose(self) -> None:
@@ -280,7 +304,10 @@ class UnlimitedLimiter:
 class _NullSlot:
     __slots__ = ()
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> _NullSlot:
+        return self
+
+    def unanswered(self) -> None:
         return None
 
     async def __aexit__(self, *exc: object) -> None:

@@ -298,7 +298,7 @@ class RedisLimiter:
             )
         return f"{self.namespace}:{self.sdkappid}:{command}"
 
-    def acquire(self, command: str) -> AbstractAsyncContextManager[None]:
+    def acquire(self, command: str) -> AbstractAsyncContextManager[_Slot]:
         if self._closed or self._shared.closed:
             raise TimClosedError("the rate limiter is closed")
         state = self._commands.get(command)
@@ -450,7 +450,7 @@ class RedisLimiter:
 class _Slot:
     """The context manager returned by :meth:`RedisLimiter.acquire` (single use)."""
 
-    __slots__ = ("_done", "_limiter", "_member", "_renewing", "_state", "_timer")
+    __slots__ = ("_done", "_limiter", "_member", "_renewing", "_state", "_timer", "answered")
 
     def __init__(self, limiter: RedisLimiter, state: _Command, member: str) -> None:
         self._limiter = limiter
@@ -459,11 +459,17 @@ class _Slot:
         self._timer: asyncio.TimerHandle | None = None
         self._renewing: asyncio.Task[None] | None = None
         self._done = False
+        self.answered = True
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> _Slot:
         await self._limiter._admit(self._state, self._member)
         self._limiter._live.add(self)
         self._arm()
+        return self
+
+    def unanswered(self) -> None:
+        """See :meth:`tim_async.limiter.Slot.unanswered`."""
+        self.answered = False
 
     async def __aexit__(
         self,

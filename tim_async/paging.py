@@ -31,7 +31,7 @@ from tim_async.models import (
 )
 
 if TYPE_CHECKING:
-    from tim_async.endpoints import Caller
+    from tim_async.caller import Caller
 
 __all__ = ["KeyValuesAnswer", "collect_extension_list", "decode_key_values", "walk_key_values"]
 

@@ -19,7 +19,7 @@ from tim_async._validate import check_key_list, check_str, check_str_mapping
 from tim_async.errors import TimValidationError
 
 if TYPE_CHECKING:
-    from tim_async.endpoints import Caller
+    from tim_async.caller import Caller
 
 __all__ = ["GroupAttr"]
 

@@ -18,7 +18,7 @@ from tim_async.errors import TimTypeError, TimValidationError
 from tim_async.models import CounterMode
 
 if TYPE_CHECKING:
-    from tim_async.endpoints import Caller
+    from tim_async.caller import Caller
 
 __all__ = ["GroupCounter"]
 

@@ -28,7 +28,7 @@ from tim_async.models import ExtensionItem, ExtensionList, ExtensionPage, SetKey
 from tim_async.paging import collect_extension_list, walk_key_values
 
 if TYPE_CHECKING:
-    from tim_async.endpoints import Caller
+    from tim_async.caller import Caller
 
 __all__ = ["MsgExt", "Operation", "SetValues"]
 
