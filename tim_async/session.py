@@ -34,7 +34,7 @@ from .errors import (
     TimValidationError,
     error_for_code,
 )
-from .limiter import RateLimiter
+from .limiter import RateLimiter, Slot
 from .retry import Failure, RetryPolicy
 from .usersig import UserSigProvider
 
@@ -49,6 +49,8 @@ _API_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
 _USERSIG_RE = re.compile(r"(usersig=)[^&\s'\"]+", re.IGNORECASE)
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _RETRY_STATUSES = {502: Failure.MAYBE_APPLIED, 503: Failure.REJECTED, 504: Failure.MAYBE_APPLIED}
+#: Statuses that come from a gateway in front of the server, which may still get the request.
+_GATEWAY_STATUSES = frozenset({502, 504})
 _EXCERPT = 200
 #: Largest answer read, in bytes (after decompression). A real answer is far smaller (a pull page
 #: of 200 pairs is at most ~1.3 MB even with every byte JSON-escaped); a longer body (a broken
@@ -236,7 +238,7 @@ class Session:
         sent = False
         try:
             async with asyncio.timeout_at(deadline):
-                async with self._limiter.acquire(api):
+                async with self._limiter.acquire(api) as slot:
                     usersig = self._usersig.current()
                     if usersig is not self._recent_sigs[-1]:
                         self._recent_sigs = (self._recent_sigs[-1], usersig)
@@ -249,9 +251,23 @@ class Session:
                     )
                     sent = True
                     self.stats.attempts += 1
-                    async with http.post(url, data=data, headers=_JSON_HEADERS) as resp:
-                        status = resp.status
-                        raw = await self._read(api, resp)
+                    status = 0
+                    try:
+                        async with http.post(url, data=data, headers=_JSON_HEADERS) as resp:
+                            status = resp.status
+                            if status in _GATEWAY_STATUSES:
+                                # A gateway's answer, not the server's: the request may
+                                # still reach the server.
+                                _unanswered(slot)
+                            raw = await self._read(api, resp)
+                    except aiohttp.ClientConnectorError:
+                        raise  # no connection: nothing was sent
+                    except BaseException:
+                        if not status:
+                            # Sent, and no answer came back (timeout, cancellation, the
+                            # connection lost): the request may still arrive later.
+                            _unanswered(slot)
+                        raise
         except TimeoutError:
             # Before sending (waiting in the limiter) nothing was applied and no time is left;
             # after sending the request may have been applied.
@@ -360,6 +376,12 @@ class Session:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Session {self.base_url} {state}>"
+
+
+def _unanswered(slot: Slot | None) -> None:
+    # A limiter written to the protocol before ``Slot`` existed yields None.
+    if slot is not None:
+        slot.unanswered()
 
 
 def _reason(error: Exception) -> str:
