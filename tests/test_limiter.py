@@ -6,38 +6,60 @@ from __future__ import annotations
 import asyncio
 import heapq
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tim_async.limiter import SlidingWindow, SlidingWindowLimiter, UnlimitedLimiter
+from tim_async import errors
+from tim_async.client import TimClient
+from tim_async.errors import TimConfigError
+from tim_async.limiter import (
+    DEFAULT_UNANSWERED_HOLD,
+    SlidingWindow,
+    SlidingWindowLimiter,
+    UnlimitedLimiter,
+)
+from tim_async.testing import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY, Fault, FakeTimServer
+
+PULL = "openim_msg_ext_http_svc/group_get_key_values"
 
 
 def simulate(
-    rate: int, period: float, requests: list[tuple[float, float, float]]
+    rate: int,
+    period: float,
+    requests: list[tuple[float, float, float]],
+    *,
+    unanswered_hold: float = 10.0,
+    unanswered: frozenset[int] = frozenset(),
 ) -> list[tuple[float, float, float]]:
     """Drive SlidingWindow with a fake clock. Each request is (wanted start, round trip,
-    fraction of the round trip at which it reaches the server). Requests are admitted in order.
-    Returns (admitted, arrival, finished) per request."""
-    window = SlidingWindow(rate, period)
-    finishes: list[float] = []  # heap of pending finish times
+    fraction at which it reaches the server). A request whose index is in ``unanswered`` ends
+    without an answer after its round trip and may reach the server up to ``unanswered_hold``
+    later (the fraction spans round trip + hold); the others arrive within their round trip.
+    Requests are admitted in order. Returns (admitted, arrival, finished) per request."""
+    window = SlidingWindow(rate, period, unanswered_hold=unanswered_hold)
+    finishes: list[tuple[float, bool]] = []  # heap of pending (finish time, answered)
     out = []
     now = 0.0
-    for wanted, rtt, frac in requests:
+    for index, (wanted, rtt, frac) in enumerate(requests):
         now = max(now, wanted)
         while True:
-            while finishes and finishes[0] <= now:
-                window.finish(heapq.heappop(finishes))
+            while finishes and finishes[0][0] <= now:
+                at, answered = heapq.heappop(finishes)
+                window.finish(at, answered=answered)
             retry_at = window.try_admit(now)
             if retry_at is None:
                 break
             candidates = [retry_at]
             if finishes:
-                candidates.append(finishes[0])
+                candidates.append(finishes[0][0])
             nxt = min(candidates)
             assert nxt != float("inf"), "deadlock: nothing in flight and no time to wait for"
             now = max(now, nxt)
-        heapq.heappush(finishes, now + rtt)
-        out.append((now, now + frac * rtt, now + rtt))
+        answered = index not in unanswered
+        heapq.heappush(finishes, (now + rtt, answered))
+        reach = rtt if answered else rtt + unanswered_hold
+        out.append((now, now + frac * reach, now + rtt))
     return out
 
 
@@ -75,6 +97,82 @@ def test_no_sliding_window_ever_sees_more_than_rate_arrivals(
     arrivals = [a for _, a, _ in out]
     assert max_in_window(arrivals, 1.0) <= rate
     assert all(s >= w for (s, _, _), (w, _, _) in zip(out, wanted, strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rate=st.integers(1, 12),
+    hold=st.floats(0, 3, allow_nan=False),
+    reqs=requests_st,
+    data=st.data(),
+)
+def test_requests_arriving_after_their_call_gave_up_stay_inside_the_window(
+    rate: int, hold: float, reqs: list[tuple[float, float, float]], data: st.DataObject
+) -> None:
+    """Calls that end unanswered, whose requests reach the server up to ``unanswered_hold``
+    after the call ended (the guarantee's assumption), still never make a sliding period hold
+    more than ``rate`` arrivals."""
+    unanswered = data.draw(st.frozensets(st.integers(0, len(reqs) - 1)))
+    wanted, acc = [], 0.0
+    for gap, rtt, frac in reqs:
+        acc += gap if gap > 2.5 else 0.0
+        wanted.append((acc, rtt, frac))
+    out = simulate(rate, 1.0, wanted, unanswered_hold=hold, unanswered=unanswered)
+    assert max_in_window([a for _, a, _ in out], 1.0) <= rate
+
+
+def test_an_unanswered_call_holds_its_slot_for_the_extra_horizon() -> None:
+    w = SlidingWindow(2, 1.0, unanswered_hold=5.0)
+    assert w.try_admit(0.0) is None
+    assert w.try_admit(0.0) is None
+    w.finish(1.0, answered=False)  # recorded finish 6.0
+    w.finish(2.0)  # answered, released later: recorded finish 2.0, before the unanswered one
+    assert list(w.unanswered) == [6.0] and list(w.finished) == [2.0]
+    # Full: the earliest slot to free is the answered one's, whatever the structure it is in.
+    assert w.try_admit(2.5) == 2.0 + w.hold
+    assert w.try_admit(2.0 + w.hold) is None
+    assert w.try_admit(4.0) == 6.0 + w.hold  # the unanswered slot is still held at 4 s
+    w.finish(4.0)
+    assert w.try_admit(4.5) == 4.0 + w.hold  # the answered record (later release) frees first
+    assert w.try_admit(4.0 + w.hold) is None
+    assert w.try_admit(6.0) == 6.0 + w.hold
+    assert w.held(6.0 + w.hold) == 1  # the unanswered record expired; one call in flight
+
+
+def test_unanswered_hold_is_validated() -> None:
+    for bad in (-0.1, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(TimConfigError, match="unanswered_hold"):
+            SlidingWindowLimiter(200, unanswered_hold=bad)  # type: ignore[arg-type]
+    assert SlidingWindowLimiter(200, unanswered_hold=0).unanswered_hold == 0.0
+    assert SlidingWindowLimiter(200).unanswered_hold == DEFAULT_UNANSWERED_HOLD
+
+
+async def test_the_session_marks_a_timed_out_call_unanswered() -> None:
+    """Through the limiter's slot: a call whose request was sent and timed out is recorded in
+    the unanswered records (its slot held ``unanswered_hold`` longer); an answered one not."""
+    async with FakeTimServer(rate_limit=None) as server:
+        gid = server.create_group()
+        seq = server.send_group_msg(gid)
+        server.faults.script(PULL, [Fault.slow(5.0)])
+        limiter = SlidingWindowLimiter(10, unanswered_hold=7.0)
+        async with TimClient(
+            TEST_SDKAPPID,
+            TEST_ADMIN,
+            secret_key=TEST_SECRET_KEY,
+            base_url=server.base_url,
+            limiter=limiter,
+            timeout=0.3,
+            max_retries=0,
+        ) as tim:
+            loop = asyncio.get_running_loop()
+            with pytest.raises(errors.TimTimeoutError):
+                await tim.msg_ext.group_get_key_values(gid, seq)
+            ended = loop.time()
+            window = limiter.window(PULL)
+            assert len(window.unanswered) == 1 and not window.finished
+            assert ended + 7.0 - 1.0 < window.unanswered[0] <= ended + 7.0
+            await tim.msg_ext.group_get_key_values(gid, seq)
+            assert len(window.unanswered) == 1 and len(window.finished) == 1
 
 
 def sustained(times: list[float], period: float = 1.0) -> float:

@@ -1,24 +1,37 @@
 """Client-side rate limiting, one budget per REST command.
 
 The server counts *arrivals* per command per second. The client cannot see when a request
-arrives: only that it arrives after it was sent and before its answer (or failure) came back.
-:class:`SlidingWindowLimiter` therefore accounts every call as an interval: a call holds its slot
-from the moment it is admitted until one second after it finished. A new call is admitted at time
-``t`` only while fewer than ``rate`` calls are in flight or finished after ``t - 1 s``.
+arrives: only that it arrives after it was sent and, when the server's answer came back, before
+that answer. :class:`SlidingWindowLimiter` therefore accounts every call as an interval: a call
+holds its slot from the moment it is admitted until one second after its *recorded finish*. A
+new call is admitted at time ``t`` only while fewer than ``rate`` calls are in flight or have a
+recorded finish after ``t - 1 s``.
 
-Why that is enough, whatever the network delay: suppose ``rate + 1`` calls arrived inside one
-window ``[w, w + 1)``. Take the one admitted last, ``B``, at ``s_B``; it arrived at
-``a_B >= s_B``, so ``w > a_B - 1 >= s_B - 1``. Every other call ``j`` in the window arrived at
-``a_j >= w > s_B - 1`` and finished at ``e_j >= a_j``: at ``s_B`` each was either in flight or had
-finished after ``s_B - 1``. That is ``rate`` calls counted against ``B``, so ``B`` was not
-admitted: a contradiction.
+The recorded finish of a call is the moment its answer (or its failure) came back, except for a
+call that ended *without an answer after its request was sent* (a timeout, a cancellation, the
+connection lost, a 502/504 from a gateway; the session calls :meth:`Slot.unanswered`): such a
+request may still be on its way (in a proxy's buffer, in TCP retransmission), so its recorded
+finish is ``release time + unanswered_hold`` (10 s by default).
+
+The guarantee assumes one thing about the network: **a request arrives at the server no later
+than ``unanswered_hold`` after its call ended without an answer** (for an answered call the
+answer itself proves that the request arrived before it). Under it, every call's arrival lies
+before its recorded finish, and no sliding second at the server holds more than ``rate``
+arrivals of one command, whatever the delay. Proof: suppose ``rate + 1`` calls arrived inside
+one window ``[w, w + 1)``. Take the one admitted last, ``B``, at ``s_B``; it arrived at
+``a_B >= s_B``, so ``w > a_B - 1 >= s_B - 1``. Every other call ``j`` in the window was admitted
+before ``s_B``, arrived at ``a_j >= w > s_B - 1``, and has a recorded finish ``f_j >= a_j`` (the
+assumption): at ``s_B`` each was either in flight or had ``f_j > s_B - 1``. That is ``rate``
+calls counted against ``B``, so ``B`` was not admitted: a contradiction. (A call that failed
+before sending never arrives and only counts conservatively.)
 
 The price is the round trip: a slot is busy for ``1 s + latency``, so the sustained rate is
-``rate / (1 + latency)`` (99.5 % of the limit at 5 ms). On top of the window, calls are paced
-``period / rate`` apart (GCRA, small bursts allowed), so the server sees a steady stream rather
-than the whole budget at the top of each second. aiolimiter's leaky bucket, by contrast,
-either lets ``2 x rate`` into one sliding second (``AsyncLimiter(rate, 1)``) or loses ~3 % to
-timer rounding (``AsyncLimiter(1, 1 / rate)``), and neither accounts for network delay.
+``rate / (1 + latency)`` (99.5 % of the limit at 5 ms); a call that ends unanswered keeps its
+slot ``unanswered_hold`` longer. On top of the window, calls are paced ``period / rate`` apart
+(GCRA, small bursts allowed), so the server sees a steady stream rather than the whole budget
+at the top of each second. aiolimiter's leaky bucket, by contrast, either lets ``2 x rate``
+into one sliding second (``AsyncLimiter(rate, 1)``) or loses ~3 % to timer rounding
+(``AsyncLimiter(1, 1 / rate)``), and neither accounts for network delay.
 
 Waiters are served strictly first come, first served. Cancelling a waiting ``acquire`` costs no
 capacity. Limiters are created per client (never at module level), and bind to the running loop
@@ -33,9 +46,10 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Protocol, runtime_checkable
 
-from .errors import TimClosedError
+from .errors import TimClosedError, TimConfigError
 
 __all__ = [
+    "DEFAULT_UNANSWERED_HOLD",
     "LimiterClosedError",
     "RateLimiter",
     "SlidingWindow",
@@ -74,18 +88,39 @@ class RateLimiter(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: How long a call that ended without an answer after sending keeps its slot beyond an answered
+#: one (seconds): the longest a request is assumed to stay on its way once its call gave up.
+#: 10 s covers a proxy or gateway holding a request for seconds (the 1.5 s delaying proxy of
+#: the tests needs 1.5 s) and the first five TCP retransmissions at the minimum RTO (0.2 s
+#: doubling: 6.2 s); it costs throughput only while calls end unanswered.
+DEFAULT_UNANSWERED_HOLD = 10.0
+
+
+def _check_unanswered_hold(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TimConfigError(
+            f"unanswered_hold must be a number of seconds, got {type(value).__name__}"
+        )
+    if not 0 <= value < float("inf"):
+        raise TimConfigError(f"unanswered_hold must be finite and >= 0 seconds, got {value!r}")
+    return float(value)
+
+
 class SlidingWindow:
     """The bookkeeping of one command's budget, free of any clock or event loop.
 
     Two rules, both must allow a call:
 
-    * the window: ``in_flight`` calls (admitted, not finished) plus the calls that finished less
-      than ``hold`` ago stay below ``rate`` (the arrival guarantee of the module docstring);
+    * the window: ``in_flight`` calls (admitted, not finished) plus the calls whose recorded
+      finish is less than ``hold`` ago stay below ``rate`` (the arrival guarantee of the module
+      docstring);
     * pacing (GCRA): calls are spread ``period / rate`` apart, with at most ``burst`` at once,
       so the server sees a steady stream instead of ``rate`` calls at the top of each second
       (and a bulk job needs a handful of connections, not ``rate``).
 
-    ``finished`` holds finish times in increasing order.
+    ``finished`` holds the finish times of answered calls, ``unanswered`` the recorded finishes
+    (release + ``unanswered_hold``) of calls that ended without an answer; each in increasing
+    order (a constant hold keeps release order), so both are pruned from the left.
     """
 
     __slots__ = (
@@ -97,45 +132,61 @@ class SlidingWindow:
         "rate",
         "tat",
         "tolerance",
+        "unanswered",
+        "unanswered_hold",
     )
 
     #: Extra time a finished call holds its slot, beyond the period: it absorbs float rounding
     #: and the granularity of the server's own clock (0.1 % of the rate at a 1 s period).
     GUARD = 0.001
 
-    def __init__(self, rate: int, period: float = 1.0, burst: int | None = None) -> None:
-        if rate < 1:
-            raise ValueError(f"rate must be at least 1, got {rate}")
-        if period <= 0:
-            raise ValueError(f"period must be positive, got {period}")
+    def __init__(
+        self,
+        rate: int,
+        period: float = 1.0,
+        burst: int | None = None,
+        *,
+        unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
+    ) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+            raise TimConfigError(f"rate must be an int >= 1, got {rate!r}")
+        if not 0 < period < float("inf"):
+            raise TimConfigError(f"period must be positive seconds, got {period!r}")
         if burst is None:
             # At least 2, so a timer that fires late does not push the schedule back (the drift
             # that costs ``AsyncLimiter(1, 1 / rate)`` ~3 %); small, so the stream stays smooth.
             burst = min(rate, max(2, rate // 50))
         if not 1 <= burst <= rate:
-            raise ValueError(f"burst must be between 1 and rate ({rate}), got {burst}")
+            raise TimConfigError(f"burst must be between 1 and rate ({rate}), got {burst}")
         self.rate = rate
         self.period = period
         self.hold = period + min(self.GUARD, period / 100)
+        self.unanswered_hold = _check_unanswered_hold(unanswered_hold)
         self.interval = period / rate
         self.tolerance = (burst - 1) * self.interval
         self.tat = float("-inf")  # GCRA's theoretical arrival time
         self.in_flight = 0
         self.finished: collections.deque[float] = collections.deque()
+        self.unanswered: collections.deque[float] = collections.deque()
 
     def _prune(self, now: float) -> None:
         # The same expression as the retry time below, so that a retry time is always > now.
         hold = self.hold
-        finished = self.finished
-        while finished and finished[0] + hold <= now:
-            finished.popleft()
+        for records in (self.finished, self.unanswered):
+            while records and records[0] + hold <= now:
+                records.popleft()
+
+    def held(self, now: float) -> int:
+        """Slots held at ``now``: calls in flight plus recorded finishes less than ``hold`` ago."""
+        self._prune(now)
+        return self.in_flight + len(self.finished) + len(self.unanswered)
 
     def try_admit(self, now: float) -> float | None:
         """Admit a call at ``now`` and return None, or return the earliest time worth retrying
         (``inf`` when every slot is held by a call in flight)."""
-        self._prune(now)
-        if self.in_flight + len(self.finished) >= self.rate:
-            return self.finished[0] + self.hold if self.finished else float("inf")
+        if self.held(now) >= self.rate:
+            heads = [records[0] for records in (self.finished, self.unanswered) if records]
+            return min(heads) + self.hold if heads else float("inf")
         paced_at = self.tat - self.tolerance
         if now < paced_at:
             return paced_at
@@ -143,13 +194,19 @@ class SlidingWindow:
         self.tat = max(self.tat, now) + self.interval
         return None
 
-    def finish(self, now: float) -> None:
-        """Record that an admitted call finished at ``now``."""
+    def finish(self, now: float, *, answered: bool = True) -> None:
+        """Record that an admitted call finished at ``now``; ``answered=False`` when it ended
+        without an answer after its request was sent (its finish is recorded
+        ``unanswered_hold`` later)."""
         self.in_flight -= 1
-        finished = self.finished
-        if finished and finished[-1] > now:  # a clock that went backwards: keep order
-            now = finished[-1]
-        finished.append(now)
+        if answered:
+            records = self.finished
+        else:
+            records = self.unanswered
+            now += self.unanswered_hold
+        if records and records[-1] > now:  # a clock that went backwards: keep order
+            now = records[-1]
+        records.append(now)
 
 
 class _CommandLimiter:
@@ -157,8 +214,8 @@ class _CommandLimiter:
 
     __slots__ = ("_loop", "_timer", "_waiters", "window")
 
-    def __init__(self, rate: int, period: float, burst: int | None) -> None:
-        self.window = SlidingWindow(rate, period, burst)
+    def __init__(self, rate: int, period: float, burst: int | None, unanswered_hold: float) -> None:
+        self.window = SlidingWindow(rate, period, burst, unanswered_hold=unanswered_hold)
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,8 +249,8 @@ class _CommandLimiter:
                 self._wake()
             raise
 
-    def release(self) -> None:
-        self.window.finish(self._now())
+    def release(self, answered: bool = True) -> None:
+        self.window.finish(self._now(), answered=answered)
         if self._waiters:
             self._wake()
 
@@ -236,19 +293,35 @@ class SlidingWindowLimiter:
     server whatever the network delay (see the module docstring), paced ``period / rate``
     apart with bursts of at most ``burst`` (default ``rate // 50``, at least 2).
 
+    A call that ends without an answer after its request was sent (the session calls
+    :meth:`Slot.unanswered`) keeps its slot ``unanswered_hold`` seconds longer (default
+    :data:`DEFAULT_UNANSWERED_HOLD`, 10 s): the guarantee assumes such a request reaches the
+    server no later than that after its call ended. ``0`` drops that assumption's margin (and
+    the guarantee with it, under delay).
+
     One window per command."""
 
-    def __init__(self, rate: int = 200, period: float = 1.0, *, burst: int | None = None) -> None:
-        SlidingWindow(rate, period, burst)  # validate
+    def __init__(
+        self,
+        rate: int = 200,
+        period: float = 1.0,
+        *,
+        burst: int | None = None,
+        unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
+    ) -> None:
+        SlidingWindow(rate, period, burst, unanswered_hold=unanswered_hold)  # validate
         self.rate = rate
         self.period = period
         self.burst = burst
+        self.unanswered_hold = float(unanswered_hold)
         self._commands: dict[str, _CommandLimiter] = {}
 
     def _for(self, command: str) -> _CommandLimiter:
         limiter = self._commands.get(command)
         if limiter is None:
-            limiter = self._commands[command] = _CommandLimiter(self.rate, self.period, self.burst)
+            limiter = self._commands[command] = _CommandLimiter(
+                self.rate, self.period, self.burst, self.unanswered_hold
+            )
         return limiter
 
     def window(self, command: str) -> SlidingWindow:
@@ -265,7 +338,7 @@ class SlidingWindowLimiter:
         try:
             yield slot
         finally:
-            limiter.release()
+            limiter.release(slot.answered)
 
     async def aclose(self) -> None:
         """Stop the timers; calls still waiting for a slot raise :class:`LimiterClosedError`."""
@@ -273,7 +346,10 @@ class SlidingWindowLimiter:
             limiter.close()
 
     def __repr__(self) -> str:
-        return f"SlidingWindowLimiter(rate={self.rate}, period={self.period})"
+        return (
+            f"SlidingWindowLimiter(rate={self.rate}, period={self.period}, "
+            f"unanswered_hold={self.unanswered_hold})"
+        )
 
 
 class _WindowSlot:
