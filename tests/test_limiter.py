@@ -19,7 +19,7 @@ from tim_async.limiter import (
     SlidingWindowLimiter,
     UnlimitedLimiter,
 )
-from tim_async.testing import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY, Fault, FakeTimServer
+from tim_async.testing import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY, FakeTimServer, Fault
 
 PULL = "openim_msg_ext_http_svc/group_get_key_values"
 
