@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from tim_async import errors
 from tim_async.client import TimClient
-from tim_async.errors import TimConfigError
+from tim_async.errors import TimConfigError, TimEventLoopError
 from tim_async.limiter import (
     DEFAULT_UNANSWERED_HOLD,
+    LimiterClosedError,
     SlidingWindow,
     SlidingWindowLimiter,
     UnlimitedLimiter,
@@ -328,3 +329,65 @@ async def test_unlimited_limiter_never_waits() -> None:
         async with limiter.acquire("a/b"):
             pass
     await limiter.aclose()
+
+
+async def test_close_and_cancel_in_the_same_turn_gives_back_no_slot_it_never_had() -> None:
+    """Issue 16.8: waiters failed by close() and cancelled in the same loop turn were counted as
+    admitted and gave a slot back, driving ``in_flight`` negative (5 in flight at rate 2)."""
+    limiter = SlidingWindowLimiter(rate=2, period=60)
+    holders = [limiter.acquire("a/b") for _ in range(2)]
+    for holder in holders:
+        await holder.__aenter__()
+    waiters = [asyncio.create_task(limiter.acquire("a/b").__aenter__()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three queued
+    await limiter.aclose()
+    for waiter in waiters:  # same turn: their futures already hold close()'s error
+        waiter.cancel()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError | LimiterClosedError) for r in results)
+    window = limiter.window("a/b")
+    assert window.in_flight == 2  # the two holders, nothing given back
+    # The budget is intact: no further call fits while both holders are in flight.
+    assert window.try_admit(asyncio.get_running_loop().time()) is not None
+    for holder in holders:
+        await holder.__aexit__(None, None, None)
+    assert window.in_flight == 0
+    now = asyncio.get_running_loop().time()
+    assert sum(window.try_admit(now + 1) is None for _ in range(5)) == 0  # held for a period
+    assert window.held(now + 1) <= 2
+
+
+async def test_a_closed_limiter_refuses_new_calls() -> None:
+    limiter = SlidingWindowLimiter(rate=5)
+    await limiter.aclose()
+    with pytest.raises(LimiterClosedError):
+        async with limiter.acquire("a/b"):
+            pass
+
+
+def test_a_limiter_used_from_a_second_event_loop_says_what_to_do() -> None:
+    """Issue 11.5: one limiter (one client) in two ``asyncio.run()`` calls raises a TimError
+    that says to use one client per event loop, not a bare RuntimeError."""
+    limiter = SlidingWindowLimiter(rate=5)
+
+    async def one_call() -> None:
+        async with limiter.acquire("a/b"):
+            pass
+
+    asyncio.run(one_call())
+    with pytest.raises(TimEventLoopError) as caught:
+        asyncio.run(one_call())
+    assert isinstance(caught.value, errors.TimError)
+    message = str(caught.value)
+    assert "one client per event loop" in message
+    assert "create it inside the loop that uses it" in message
+    # The other command of the same limiter is bound too: one loop per limiter.
+    other = SlidingWindowLimiter(rate=5)
+
+    async def call(command: str) -> None:
+        async with other.acquire(command):
+            pass
+
+    asyncio.run(call("a/one"))
+    with pytest.raises(TimEventLoopError):
+        asyncio.run(call("a/two"))

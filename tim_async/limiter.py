@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Protocol, runtime_checkable
 
-from .errors import TimClosedError, TimConfigError
+from .errors import TimClosedError, TimConfigError, TimEventLoopError
 
 __all__ = [
     "DEFAULT_UNANSWERED_HOLD",
@@ -224,12 +224,8 @@ class _CommandLimiter:
         assert self._loop is not None
         return self._loop.time()
 
-    async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif self._loop is not loop:
-            raise RuntimeError("a limiter is bound to the event loop that first used it")
+    async def acquire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         if not self._waiters and self.window.try_admit(self._now()) is None:
             return
         fut: asyncio.Future[None] = loop.create_future()
@@ -239,8 +235,9 @@ class _CommandLimiter:
         try:
             await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                # Admitted in the same loop turn as the cancellation: give the slot back.
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Admitted in the same loop turn as the cancellation: give the slot back (not
+                # when the future holds close()'s error: that waiter never had a slot).
                 self.window.in_flight -= 1
                 self._wake()
             else:
@@ -315,6 +312,8 @@ class SlidingWindowLimiter:
         self.burst = burst
         self.unanswered_hold = float(unanswered_hold)
         self._commands: dict[str, _CommandLimiter] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     def _for(self, command: str) -> _CommandLimiter:
         limiter = self._commands.get(command)
@@ -331,9 +330,24 @@ class SlidingWindowLimiter:
     def acquire(self, command: str) -> AbstractAsyncContextManager[Slot]:
         return self._slot(self._for(command))
 
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise TimEventLoopError(
+                "this rate limiter (and the client that owns it) is bound to the event loop "
+                "that first used it and cannot be used from another one: use one client per "
+                "event loop, and create it inside the loop that uses it (e.g. inside the "
+                "coroutine given to asyncio.run(), with `async with TimClient(...)`)"
+            )
+        if self._closed:
+            raise LimiterClosedError("the rate limiter was closed")
+        return loop
+
     @asynccontextmanager
     async def _slot(self, limiter: _CommandLimiter) -> AsyncIterator[Slot]:
-        await limiter.acquire()
+        await limiter.acquire(self._bind())
         slot = _WindowSlot()
         try:
             yield slot
@@ -341,7 +355,9 @@ class SlidingWindowLimiter:
             limiter.release(slot.answered)
 
     async def aclose(self) -> None:
-        """Stop the timers; calls still waiting for a slot raise :class:`LimiterClosedError`."""
+        """Stop the timers; calls still waiting for a slot, and any later call, raise
+        :class:`LimiterClosedError`."""
+        self._closed = True
         for limiter in self._commands.values():
             limiter.close()
 
