@@ -1,5 +1,5 @@
-"""The in-process limiter: the arrival guarantee (deterministic, on the clock-free core), the
-sustained rate, FIFO order, cancellation and per-command independence."""
+
+
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import pytest
+from aiolimiter import AsyncLimiter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -187,38 +188,6 @@ def sustained(times: list[float], period: float = 1.0) -> float:
     return len(later) / (times[-1] - start) * period
 
 
-def test_sustains_the_full_rate_with_instant_answers() -> None:
-    out = simulate(200, 1.0, [(0.0, 0.0, 1.0)] * 2000)
-    admitted = [s for s, _, _ in out]
-    assert max_in_window(admitted, 1.0) == 200
-    assert sustained(admitted) > 0.995 * 200
-    # Paced, not bunched: no 10 ms holds more than the burst plus two intervals' worth.
-    assert max_in_window(admitted, 0.01) <= 4 + 2
-
-
-def test_round_trip_costs_only_its_own_length() -> None:
-    out = simulate(200, 1.0, [(0.0, 0.005, 0.5)] * 2000)
-    admitted = [s for s, _, _ in out]
-    assert max_in_window([a for _, a, _ in out], 1.0) <= 200
-    # 200 calls per (1 s + 1 ms guard + 5 ms round trip): about 198.8/s.
-    assert 0.99 * 200 < sustained(admitted) <= 200
-
-
-def test_late_timers_do_not_drift_the_schedule() -> None:
-    # Each admission happens 0.4 ms after the limiter said it could (a busy event loop):
-    # the schedule is absolute, so the rate does not fall.
-    window = SlidingWindow(200, 1.0)
-    now, admitted = 0.0, []
-    while len(admitted) < 1000:
-        retry_at = window.try_admit(now)
-        if retry_at is None:
-            admitted.append(now)
-            window.finish(now)
-        else:
-            now = retry_at + 0.0004
-    assert sustained(admitted) > 0.99 * 200
-
-
 def test_in_flight_calls_hold_their_slot_until_one_period_after_finishing() -> None:
     w = SlidingWindow(2, 1.0)
     assert w.try_admit(0.0) is None
@@ -390,7 +359,11 @@ def test_a_limiter_used_from_a_second_event_loop_says_what_to_do() -> None:
 
 class _VirtualSelector(selectors.DefaultSelector):
     """Polls instead of blocking: when nothing is ready, the loop's clock jumps to the next
-    timer (plus ``lateness``, a timer that fires late as on a busy machine)."""
+    timer (plus ``lateness``, a timer that fires late as on a busy machine). Every loop turn
+    also takes ``TICK`` (a real loop turn takes time too; asyncio runs timers up to its clock
+    resolution early, and a clock that never moved would re-arm such a timer forever)."""
+
+    TICK = 1e-6
 
     def __init__(self) -> None:
         super().__init__()
@@ -398,8 +371,9 @@ class _VirtualSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         events = super().select(0)
+        assert self.loop is not None
+        self.loop.now += self.TICK
         if not events and timeout != 0:
-            assert self.loop is not None
             if timeout is None:
                 raise RuntimeError("deadlock: nothing ready and no timer scheduled")
             self.loop.now += timeout + self.loop.lateness
@@ -459,3 +433,223 @@ def test_two_commands_at_full_rate_each_sustain_their_own_limit() -> None:
         assert len(admitted) == 1000
         assert max_in_window(admitted, 1.0) <= 200, command
         assert sustained(admitted) >= 0.99 * 200, (command, sustained(admitted))
+
+
+def test_sustains_the_full_rate_paced_by_the_token_bucket() -> None:
+    times = admissions(SlidingWindowLimiter(rate=200), ["a/b"], 2000)["a/b"]
+    assert max_in_window(times, 1.0) <= 200
+    assert sustained(times) > 0.995 * 200
+    # Paced, not bunched: no 10 ms holds more than the bucket's capacity (4) plus two tokens.
+    assert max_in_window(times, 0.01) <= 4 + 2
+
+
+def test_round_trip_costs_only_its_own_length() -> None:
+    times = admissions(SlidingWindowLimiter(rate=200), ["a/b"], 2000, rtt=0.005)["a/b"]
+    assert max_in_window(times, 1.0) <= 200
+    # 200 calls per (1 s + 1 ms guard + 5 ms round trip): about 198.8/s.
+    assert 0.99 * 200 < sustained(times) <= 200
+
+
+def test_late_timers_do_not_drift_the_schedule() -> None:
+    """Every timer fires 0.4 ms late (a busy event loop): a bucket of capacity >= 2 catches up,
+    a capacity of 1 (``AsyncLimiter(1, 1 / rate)``) loses the lateness on every call."""
+
+    def rate_with(burst: int) -> float:
+        limiter = SlidingWindowLimiter(rate=200, burst=burst)
+
+        async def main() -> list[float]:
+            loop = asyncio.get_running_loop()
+            times: list[float] = []
+
+            async def one() -> None:
+                async with limiter.acquire("a/b"):
+                    times.append(loop.time())
+
+            await asyncio.gather(*(one() for _ in range(1000)))
+            await limiter.aclose()
+            return times
+
+        return sustained(run_virtual(main, lateness=0.0004))
+
+    assert rate_with(4) > 0.99 * 200
+    assert rate_with(1) < 0.95 * 200
+
+
+def test_fifo_with_cancellations_on_the_virtual_clock() -> None:
+    """Strictly first come, first served, also when waiters in the middle are cancelled (the
+    queue, not aiolimiter's heap, decides the order), and the cancelled ones cost nothing."""
+    limiter = SlidingWindowLimiter(rate=20, period=1.0, burst=2)
+
+    async def main() -> tuple[list[int], int]:
+        order: list[int] = []
+
+        async def one(i: int) -> None:
+            async with limiter.acquire("a/b"):
+                order.append(i)
+
+        tasks = [asyncio.create_task(one(i)) for i in range(100)]
+        await asyncio.sleep(0.2)
+        for i in range(30, 60):
+            tasks[i].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        admitted = limiter.window("a/b").held(asyncio.get_running_loop().time())
+        await limiter.aclose()
+        return order, admitted
+
+    order, held = run_virtual(main)
+    assert order == [i for i in range(100) if not 30 <= i < 60]
+    assert held <= 20
+
+
+def test_a_token_drawn_for_a_cancelled_waiter_is_kept_for_the_next_call() -> None:
+    """The admitter holds a window slot and waits 30 s for the bucket's next token; the waiter
+    is cancelled meanwhile. The token is not lost: a call at 40 s goes at once (a lost token
+    would make it wait until 60 s), and the slot went back to the window."""
+    limiter = SlidingWindowLimiter(rate=2, period=60, burst=1)
+
+    async def main() -> tuple[float, float, int]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async with limiter.acquire("a/b"):
+            pass
+        waiter = asyncio.create_task(limiter.acquire("a/b").__aenter__())
+        await asyncio.sleep(10)
+        assert limiter.waiting("a/b") == 1
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        await asyncio.sleep(30)
+        in_flight = limiter.window("a/b").in_flight
+        async with limiter.acquire("a/b"):
+            admitted = loop.time() - start
+        await limiter.aclose()
+        return admitted, loop.time() - start, in_flight
+
+    admitted, _, in_flight = run_virtual(main)
+    assert in_flight == 0
+    assert 40 <= admitted < 41
+
+
+def test_close_fails_a_waiter_at_once_while_the_bucket_is_empty() -> None:
+    limiter = SlidingWindowLimiter(rate=2, period=60, burst=1)
+
+    async def main() -> tuple[float, BaseException | None, int]:
+        loop = asyncio.get_running_loop()
+        async with limiter.acquire("a/b"):
+            pass
+        waiter = asyncio.create_task(limiter.acquire("a/b").__aenter__())
+        await asyncio.sleep(1)  # queued; the admitter holds a slot and waits for a token
+        assert limiter.window("a/b").in_flight == 1
+        closed_at = loop.time()
+        await limiter.aclose()
+        result = (await asyncio.gather(waiter, return_exceptions=True))[0]
+        assert isinstance(result, BaseException | None)
+        await asyncio.sleep(0)
+        return loop.time() - closed_at, result, limiter.window("a/b").in_flight
+
+    waited, result, in_flight = run_virtual(main)
+    assert isinstance(result, LimiterClosedError)
+    assert waited < 0.01  # at once, not when the next token comes (30 s)
+    assert in_flight == 0  # the admitter's slot went back
+
+
+def test_the_bucket_is_drawn_from_on_every_call() -> None:
+    """The pacing stage is an ``aiolimiter.AsyncLimiter`` per command, capacity ``burst``,
+    refilling at ``rate`` per ``period``: seen through its public ``has_capacity()``."""
+    limiter = SlidingWindowLimiter(rate=4, period=1.0, burst=2)
+
+    async def main() -> list[bool]:
+        seen = []
+        for _ in range(2):
+            async with limiter.acquire("a/b"):
+                pass
+        bucket = limiter.bucket("a/b")
+        assert isinstance(bucket, AsyncLimiter)
+        assert (bucket.max_rate, bucket.max_rate / bucket.time_period) == (2, 4.0)
+        seen.append(bucket.has_capacity())  # both tokens drawn
+        await asyncio.sleep(0.25)  # one token back (4 per second)
+        seen.append(bucket.has_capacity(1) and not bucket.has_capacity(2))
+        assert limiter.bucket("a/other") is not bucket
+        await limiter.aclose()
+        return seen
+
+    assert run_virtual(main) == [False, True]
+
+
+async def test_a_default_client_call_goes_through_aiolimiter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``TimClient()`` with its default ``rate_limit=200``: each call draws one token from an
+    ``AsyncLimiter(4, 4 / 200)`` of its command (the spy only counts, then calls aiolimiter)."""
+    drawn: list[AsyncLimiter] = []
+    original = AsyncLimiter.acquire
+
+    async def spy(self: AsyncLimiter, amount: float = 1) -> None:
+        drawn.append(self)
+        await original(self, amount)
+
+    monkeypatch.setattr(AsyncLimiter, "acquire", spy)
+    async with FakeTimServer(rate_limit=None) as server:
+        gid = server.create_group()
+        seq = server.send_group_msg(gid)
+        async with TimClient(
+            TEST_SDKAPPID, TEST_ADMIN, secret_key=TEST_SECRET_KEY, base_url=server.base_url
+        ) as tim:
+            await tim.msg_ext.group_get_key_values(gid, seq)
+            await tim.group_attr.get_group_attr(gid)
+            await tim.msg_ext.group_get_key_values(gid, seq)
+    assert len(drawn) == 3
+    assert drawn[0] is drawn[2] and drawn[0] is not drawn[1]  # one bucket per command
+    assert drawn[0].max_rate == 4 and drawn[0].max_rate / drawn[0].time_period == 200
+
+
+async def test_no_rate_limit_adds_no_per_call_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rate_limit=None``: no bucket, no window, no allocation per call (one shared,
+    never-suspending context manager)."""
+    drawn: list[AsyncLimiter] = []
+    original = AsyncLimiter.acquire
+
+    async def spy(self: AsyncLimiter, amount: float = 1) -> None:
+        drawn.append(self)
+        await original(self, amount)
+
+    monkeypatch.setattr(AsyncLimiter, "acquire", spy)
+    limiter = UnlimitedLimiter()
+    assert limiter.acquire("a/b") is limiter.acquire("c/d")
+    async with FakeTimServer(rate_limit=None) as server:
+        gid = server.create_group()
+        seq = server.send_group_msg(gid)
+        async with TimClient(
+            TEST_SDKAPPID,
+            TEST_ADMIN,
+            secret_key=TEST_SECRET_KEY,
+            base_url=server.base_url,
+            rate_limit=None,
+        ) as tim:
+            for _ in range(3):
+                await tim.msg_ext.group_get_key_values(gid, seq)
+    assert drawn == []
+
+
+def test_no_token_is_spent_on_a_call_the_window_holds_back() -> None:
+    """Window first, bucket second: while every slot is in flight, a queued call leaves the
+    bucket's tokens alone (the bucket refills to full), and it goes at once when a slot frees."""
+    limiter = SlidingWindowLimiter(rate=2, period=60, burst=2)
+
+    async def main() -> tuple[bool, float]:
+        loop = asyncio.get_running_loop()
+        holders = [limiter.acquire("a/b") for _ in range(2)]
+        for holder in holders:
+            await holder.__aenter__()
+        waiter = asyncio.create_task(limiter.acquire("a/b").__aenter__())
+        await asyncio.sleep(70)  # the bucket refilled (2 per 60 s); the window is still full
+        full = limiter.bucket("a/b").has_capacity(2)
+        await holders[0].__aexit__(None, None, None)
+        released = loop.time()
+        await asyncio.sleep(60.01)
+        assert waiter.done()
+        await holders[1].__aexit__(None, None, None)
+        await limiter.aclose()
+        return full, released
+
+    full, _ = run_virtual(main)
+    assert full

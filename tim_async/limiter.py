@@ -27,11 +27,17 @@ before sending never arrives and only counts conservatively.)
 
 The price is the round trip: a slot is busy for ``1 s + latency``, so the sustained rate is
 ``rate / (1 + latency)`` (99.5 % of the limit at 5 ms); a call that ends unanswered keeps its
-slot ``unanswered_hold`` longer. On top of the window, calls are paced ``period / rate`` apart
-(GCRA, small bursts allowed), so the server sees a steady stream rather than the whole budget
-at the top of each second. aiolimiter's leaky bucket, by contrast, either lets ``2 x rate``
-into one sliding second (``AsyncLimiter(rate, 1)``) or loses ~3 % to timer rounding
-(``AsyncLimiter(1, 1 / rate)``), and neither accounts for network delay.
+slot ``unanswered_hold`` longer.
+
+Pacing: below the window, each command draws a token from its own token bucket,
+``aiolimiter.AsyncLimiter(burst, burst * period / rate)`` (capacity ``burst``, default
+``rate // 50`` and at least 2, refilling at ``rate`` per ``period``), so the server sees a steady
+stream rather than the whole budget at the top of each second. A bucket alone cannot give the
+guarantee above: it counts admissions, not arrivals (``AsyncLimiter(rate, 1)`` lets
+``2 x rate`` into one sliding second, and no bucket knows a request is still on its way), so
+the window stays on top. A call takes its window slot first and only then its token, so no
+token is spent on a call the window holds back; a capacity of at least 2 lets a timer that
+fires late catch up (``AsyncLimiter(1, 1 / rate)`` loses ~3 % to that drift).
 
 Waiters are served strictly first come, first served. Cancelling a waiting ``acquire`` costs no
 capacity. Limiters are created per client (never at module level), and bind to the running loop
@@ -45,6 +51,8 @@ import collections
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Protocol, runtime_checkable
+
+from aiolimiter import AsyncLimiter
 
 from .errors import TimClosedError, TimConfigError, TimEventLoopError
 
@@ -107,64 +115,33 @@ def _check_unanswered_hold(value: float) -> float:
 
 
 class SlidingWindow:
-    """The bookkeeping of one command's budget, free of any clock or event loop.
+    """The window of one command's budget, free of any clock or event loop.
 
-    Two rules, both must allow a call:
-
-    * the window: ``in_flight`` calls (admitted, not finished) plus the calls whose recorded
-      finish is less than ``hold`` ago stay below ``rate`` (the arrival guarantee of the module
-      docstring);
-    * pacing (GCRA): calls are spread ``period / rate`` apart, with at most ``burst`` at once,
-      so the server sees a steady stream instead of ``rate`` calls at the top of each second
-      (and a bulk job needs a handful of connections, not ``rate``).
+    ``in_flight`` calls (admitted, not finished) plus the calls whose recorded finish is less
+    than ``hold`` ago stay below ``rate`` (the arrival guarantee of the module docstring).
 
     ``finished`` holds the finish times of answered calls, ``unanswered`` the recorded finishes
     (release + ``unanswered_hold``) of calls that ended without an answer; each in increasing
     order (a constant hold keeps release order), so both are pruned from the left.
     """
 
-    __slots__ = (
-        "finished",
-        "hold",
-        "in_flight",
-        "interval",
-        "period",
-        "rate",
-        "tat",
-        "tolerance",
-        "unanswered",
-        "unanswered_hold",
-    )
+    __slots__ = ("finished", "hold", "in_flight", "period", "rate", "unanswered", "unanswered_hold")
 
     #: Extra time a finished call holds its slot, beyond the period: it absorbs float rounding
     #: and the granularity of the server's own clock (0.1 % of the rate at a 1 s period).
     GUARD = 0.001
 
     def __init__(
-        self,
-        rate: int,
-        period: float = 1.0,
-        burst: int | None = None,
-        *,
-        unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
+        self, rate: int, period: float = 1.0, *, unanswered_hold: float = DEFAULT_UNANSWERED_HOLD
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
             raise TimConfigError(f"rate must be an int >= 1, got {rate!r}")
         if not 0 < period < float("inf"):
             raise TimConfigError(f"period must be positive seconds, got {period!r}")
-        if burst is None:
-            # At least 2, so a timer that fires late does not push the schedule back (the drift
-            # that costs ``AsyncLimiter(1, 1 / rate)`` ~3 %); small, so the stream stays smooth.
-            burst = min(rate, max(2, rate // 50))
-        if not 1 <= burst <= rate:
-            raise TimConfigError(f"burst must be between 1 and rate ({rate}), got {burst}")
         self.rate = rate
         self.period = period
         self.hold = period + min(self.GUARD, period / 100)
         self.unanswered_hold = _check_unanswered_hold(unanswered_hold)
-        self.interval = period / rate
-        self.tolerance = (burst - 1) * self.interval
-        self.tat = float("-inf")  # GCRA's theoretical arrival time
         self.in_flight = 0
         self.finished: collections.deque[float] = collections.deque()
         self.unanswered: collections.deque[float] = collections.deque()
@@ -184,15 +161,11 @@ class SlidingWindow:
     def try_admit(self, now: float) -> float | None:
         """Admit a call at ``now`` and return None, or return the earliest time worth retrying
         (``inf`` when every slot is held by a call in flight)."""
-        if self.held(now) >= self.rate:
-            heads = [records[0] for records in (self.finished, self.unanswered) if records]
-            return min(heads) + self.hold if heads else float("inf")
-        paced_at = self.tat - self.tolerance
-        if now < paced_at:
-            return paced_at
-        self.in_flight += 1
-        self.tat = max(self.tat, now) + self.interval
-        return None
+        if self.held(now) < self.rate:
+            self.in_flight += 1
+            return None
+        heads = [records[0] for records in (self.finished, self.unanswered) if records]
+        return min(heads) + self.hold if heads else float("inf")
 
     def finish(self, now: float, *, answered: bool = True) -> None:
         """Record that an admitted call finished at ``now``; ``answered=False`` when it ended
@@ -209,76 +182,154 @@ class SlidingWindow:
         records.append(now)
 
 
+class _Bucket(Protocol):
+    """The pacing stage: ``aiolimiter.AsyncLimiter``'s interface, as the limiter uses it."""
+
+    def has_capacity(self, amount: float = 1) -> bool: ...
+
+    async def acquire(self, amount: float = 1) -> None: ...
+
+
 class _CommandLimiter:
-    """One command's window plus its FIFO of waiters."""
+    """One command's window, token bucket and FIFO of waiters.
 
-    __slots__ = ("_loop", "_timer", "_waiters", "window")
+    A call is admitted at once when nobody waits, the window has room and the bucket a token.
+    Otherwise it queues, and one admitter task serves the queue in order: it takes a window
+    slot (waiting for one to free), then a token (``await bucket.acquire()``), then hands both
+    to the first waiter still waiting. Only the admitter ever waits on the bucket, so
+    aiolimiter's own (not strictly FIFO) waiter order never matters. A token drawn for a waiter
+    that was cancelled meanwhile is kept (``_spare``) for the next call: cancelling costs no
+    capacity.
+    """
 
-    def __init__(self, rate: int, period: float, burst: int | None, unanswered_hold: float) -> None:
-        self.window = SlidingWindow(rate, period, burst, unanswered_hold=unanswered_hold)
+    __slots__ = (
+        "_admitter",
+        "_loop",
+        "_reserved",
+        "_room",
+        "_spare",
+        "_timer",
+        "_waiters",
+        "bucket",
+        "window",
+    )
+
+    #: Take the window slot before the token (the benchmarks compare the other order).
+    window_first = True
+
+    def __init__(self, window: SlidingWindow, bucket: _Bucket) -> None:
+        self.window = window
+        self.bucket = bucket
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _now(self) -> float:
-        assert self._loop is not None
-        return self._loop.time()
+        self._admitter: asyncio.Task[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._spare = False  # a token drawn and not used
+        self._reserved = False  # the admitter holds a window slot while it waits for a token
 
     async def acquire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        if not self._waiters and self.window.try_admit(self._now()) is None:
+        if (
+            not self._waiters
+            and self._admitter is None
+            and (self._spare or self.bucket.has_capacity())
+            and self.window.try_admit(loop.time()) is None
+        ):
+            if self._spare:
+                self._spare = False
+            else:
+                await self.bucket.acquire()  # it has capacity: returns without waiting
             return
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
-        if len(self._waiters) == 1:
-            self._wake()
+        if self._admitter is None:
+            self._admitter = loop.create_task(self._admit())
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Admitted in the same loop turn as the cancellation: give the slot back (not
-                # when the future holds close()'s error: that waiter never had a slot).
+                # Admitted in the same loop turn as the cancellation: give the slot back and
+                # keep the token (not when the future holds close()'s error: no slot then).
                 self.window.in_flight -= 1
-                self._wake()
+                self._spare = True
+                self._wake_room()
             else:
                 with suppress(ValueError):
                     self._waiters.remove(fut)
-                self._wake()
             raise
 
+    async def _admit(self) -> None:
+        """Serve the queue in order (the admitter task; ends when the queue is empty)."""
+        window, waiters, bucket = self.window, self._waiters, self.bucket
+        assert self._loop is not None
+        loop = self._loop
+        try:
+            while True:
+                while waiters and waiters[0].done():  # cancelled while queued
+                    waiters.popleft()
+                if not waiters:
+                    return
+                if not self.window_first and not self._spare:
+                    await bucket.acquire()
+                    self._spare = True
+                    continue
+                retry_at = window.try_admit(loop.time())
+                if retry_at is not None:
+                    await self._wait_room(loop, retry_at)
+                    continue
+                if self._spare:
+                    self._spare = False
+                else:
+                    self._reserved = True
+                    await bucket.acquire()
+                    self._reserved = False
+                while waiters and waiters[0].done():
+                    waiters.popleft()
+                if waiters:
+                    waiters.popleft().set_result(None)
+                else:  # everyone left while we waited: keep the token, free the slot
+                    window.in_flight -= 1
+                    self._spare = True
+        finally:
+            self._admitter = None
+
+    async def _wait_room(self, loop: asyncio.AbstractEventLoop, retry_at: float) -> None:
+        """Until ``retry_at`` (a slot's hold ends) or a call in flight finishes."""
+        room = self._room = loop.create_future()
+        if retry_at != float("inf"):
+            self._timer = loop.call_at(retry_at, self._wake_room)
+        try:
+            await room
+        finally:
+            self._room = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _wake_room(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+
     def release(self, answered: bool = True) -> None:
-        self.window.finish(self._now(), answered=answered)
-        if self._waiters:
-            self._wake()
+        assert self._loop is not None
+        self.window.finish(self._loop.time(), answered=answered)
+        self._wake_room()
 
-    def _wake(self) -> None:
-        """Admit waiters in order while the window has room; else arm a timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        waiters = self._waiters
-        while waiters:
-            head = waiters[0]
-            if head.done():  # cancelled while queued
-                waiters.popleft()
-                continue
-            retry_at = self.window.try_admit(self._now())
-            if retry_at is not None:
-                if retry_at != float("inf"):  # else a finishing call wakes the queue
-                    assert self._loop is not None
-                    self._timer = self._loop.call_at(retry_at, self._wake)
-                return
-            waiters.popleft()
-            head.set_result(None)
-
-    def cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def waiting(self) -> int:
+        return sum(1 for fut in self._waiters if not fut.done())
 
     def close(self) -> None:
-        """Cancel the timer and fail every waiter: nothing would ever wake them again."""
-        self.cancel_timer()
+        """Stop the admitter and fail every waiter: nothing would ever wake them again."""
+        if self._reserved:  # the admitter's slot, taken for a token it will not get now
+            self._reserved = False
+            self.window.in_flight -= 1
+        if self._admitter is not None:
+            self._admitter.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
@@ -287,16 +338,19 @@ class _CommandLimiter:
 
 class SlidingWindowLimiter:
     """At most ``rate`` calls of each command in any sliding ``period``, measured at the
-    server whatever the network delay (see the module docstring), paced ``period / rate``
-    apart with bursts of at most ``burst`` (default ``rate // 50``, at least 2).
+    server whatever the network delay (see the module docstring), paced by one
+    ``aiolimiter.AsyncLimiter`` per command: bursts of at most ``burst`` (default
+    ``rate // 50``, at least 2), refilling at ``rate`` per ``period``.
 
     A call that ends without an answer after its request was sent (the session calls
     :meth:`Slot.unanswered`) keeps its slot ``unanswered_hold`` seconds longer (default
     :data:`DEFAULT_UNANSWERED_HOLD`, 10 s): the guarantee assumes such a request reaches the
-    server no later than that after its call ended. ``0`` drops that assumption's margin (and
-    the guarantee with it, under delay).
+    server no later than that after its call ended. ``0`` drops that margin (and the guarantee
+    with it, under delay).
 
-    One window per command."""
+    One window and one bucket per command, created on the command's first call inside the
+    running loop; the limiter binds to that loop (another loop raises
+    :class:`~tim_async.errors.TimEventLoopError`)."""
 
     def __init__(
         self,
@@ -306,7 +360,13 @@ class SlidingWindowLimiter:
         burst: int | None = None,
         unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
     ) -> None:
-        SlidingWindow(rate, period, burst, unanswered_hold=unanswered_hold)  # validate
+        SlidingWindow(rate, period, unanswered_hold=unanswered_hold)  # validate
+        if burst is None:
+            # At least 2, so a timer that fires late does not push the schedule back (the drift
+            # that costs ``AsyncLimiter(1, 1 / rate)`` ~3 %); small, so the stream stays smooth.
+            burst = min(rate, max(2, rate // 50))
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= rate:
+            raise TimConfigError(f"burst must be an int between 1 and rate ({rate}), got {burst!r}")
         self.rate = rate
         self.period = period
         self.burst = burst
@@ -315,20 +375,37 @@ class SlidingWindowLimiter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
+    def _new_bucket(self) -> _Bucket:
+        """The pacing stage of one command (the benchmarks substitute others)."""
+        return AsyncLimiter(self.burst, self.burst * self.period / self.rate)
+
+    def _new_command(self, window: SlidingWindow, bucket: _Bucket) -> _CommandLimiter:
+        return _CommandLimiter(window, bucket)
+
     def _for(self, command: str) -> _CommandLimiter:
         limiter = self._commands.get(command)
         if limiter is None:
-            limiter = self._commands[command] = _CommandLimiter(
-                self.rate, self.period, self.burst, self.unanswered_hold
-            )
+            window = SlidingWindow(self.rate, self.period, unanswered_hold=self.unanswered_hold)
+            limiter = self._commands[command] = self._new_command(window, self._new_bucket())
         return limiter
 
     def window(self, command: str) -> SlidingWindow:
-        """The bookkeeping of one command (for inspection and tests)."""
+        """The window of one command (for inspection and tests)."""
         return self._for(command).window
 
+    def bucket(self, command: str) -> AsyncLimiter:
+        """The token bucket that paces one command (for inspection: ``has_capacity()``)."""
+        bucket = self._for(command).bucket
+        assert isinstance(bucket, AsyncLimiter)
+        return bucket
+
+    def waiting(self, command: str) -> int:
+        """How many calls of ``command`` wait for a slot (for inspection and tests)."""
+        limiter = self._commands.get(command)
+        return 0 if limiter is None else limiter.waiting()
+
     def acquire(self, command: str) -> AbstractAsyncContextManager[Slot]:
-        return self._slot(self._for(command))
+        return self._slot(command)
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -346,8 +423,10 @@ class SlidingWindowLimiter:
         return loop
 
     @asynccontextmanager
-    async def _slot(self, limiter: _CommandLimiter) -> AsyncIterator[Slot]:
-        await limiter.acquire(self._bind())
+    async def _slot(self, command: str) -> AsyncIterator[Slot]:
+        loop = self._bind()
+        limiter = self._for(command)
+        await limiter.acquire(loop)
         slot = _WindowSlot()
         try:
             yield slot
@@ -355,7 +434,7 @@ class SlidingWindowLimiter:
             limiter.release(slot.answered)
 
     async def aclose(self) -> None:
-        """Stop the timers; calls still waiting for a slot, and any later call, raise
+        """Calls still waiting for a slot, and any later call, raise
         :class:`LimiterClosedError`."""
         self._closed = True
         for limiter in self._commands.values():
@@ -363,7 +442,7 @@ class SlidingWindowLimiter:
 
     def __repr__(self) -> str:
         return (
-            f"SlidingWindowLimiter(rate={self.rate}, period={self.period}, "
+            f"SlidingWindowLimiter(rate={self.rate}, period={self.period}, burst={self.burst}, "
             f"unanswered_hold={self.unanswered_hold})"
         )
 
