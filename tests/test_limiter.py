@@ -1,5 +1,6 @@
-
-
+"""The in-process limiter: the arrival guarantee (deterministic, on the clock-free window), the
+aiolimiter pacing stage, the sustained rate, FIFO order, cancellation, close() and per-command
+independence; most on a virtual clock (``VirtualClockLoop``), so no test races the wall clock."""
 
 from __future__ import annotations
 
