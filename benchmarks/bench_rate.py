@@ -545,7 +545,7 @@ def draw(plot: dict[str, list[float]], rate: int, path: str) -> None:
         print("--plot needs matplotlib: pip install -e '.[bench]'", file=sys.stderr)
         raise SystemExit(2) from None
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
-    styles = {0: ("tab:blue", 2.0), 1: ("tab:red", 1.2), 2: ("tab:green", 1.2)}
+    styles = {0: ("tab:blue", 2.0, 3), 1: ("tab:red", 1.2, 2), 2: ("tab:green", 1.2, 2)}
     for index, (name, times) in enumerate(plot.items()):
         ts = sorted(times)
         if not ts:
@@ -556,8 +556,15 @@ def draw(plot: dict[str, list[float]], rate: int, path: str) -> None:
                 lo += 1
             counts.append(hi - lo + 1)
         label = "tim_async (window + AsyncLimiter pacing)" if name.startswith("SDK") else name
-        color, width = styles.get(index, ("gray", 1.0))
-        ax.plot([t - ts[0] for t in ts], counts, label=label, color=color, linewidth=width)
+        color, width, zorder = styles.get(index, ("gray", 1.0, 2))
+        ax.plot(
+            [t - ts[0] for t in ts],
+            counts,
+            label=label,
+            color=color,
+            linewidth=width,
+            zorder=zorder,  # tim_async on top
+        )
     ax.axhline(rate, color="black", linestyle="--", linewidth=1, label=f"server limit ({rate}/s)")
     ax.set_xlabel("seconds since the first arrival")
     ax.set_ylabel("arrivals in the last second")

@@ -338,7 +338,7 @@ class _CommandLimiter:
 
 class SlidingWindowLimiter:
     """At most ``rate`` calls of each command in any sliding ``period``, measured at the
-    server whatever the network delay (see the module docstring), paced by one
+    server whatever the network delay under the assumption of the module docstring, paced by one
     ``aiolimiter.AsyncLimiter`` per command: bursts of at most ``burst`` (default
     ``rate // 50``, at least 2), refilling at ``rate`` per ``period``.
 
