@@ -422,7 +422,7 @@ async def configs(recorder: Recorder, calls: int, rate: int, rounds: int) -> lis
     for round_no in range(rounds):
         for name, make in variants:
             times, wall, errors, rtt = await _sdk_run(recorder, calls, rate, make())
-            row, _ = _row(name, API_GROUP_GET, times, rate, wall, errors, rtt)
+            row, _ = _row(name, API_GROUP_GET, times, rate, wall, errors, rtt, 0.995)
             per_variant[name].append(row)
             print(
                 f"  round {round_no + 1}: {name}: {row[4]}/s, max {row[3]}",
