@@ -236,15 +236,17 @@ class Session:
         self, http: aiohttp.ClientSession, api: str, data: bytes, deadline: float
     ) -> dict[str, Any]:
         sent = False
+        index = self._base_index
         try:
             async with asyncio.timeout_at(deadline):
                 async with self._limiter.acquire(api) as slot:
+                    index = self._base_index
                     usersig = self._usersig.current()
                     if usersig is not self._recent_sigs[-1]:
                         self._recent_sigs = (self._recent_sigs[-1], usersig)
                         self._usersig_quoted = quote(usersig, safe="")
                     url = URL(
-                        f"{self._base_urls[self._base_index]}/v4/{api}?{self._static_query}"
+                        f"{self._base_urls[index]}/v4/{api}?{self._static_query}"
                         f"&usersig={self._usersig_quoted}"
                         f"&random={secrets.randbits(32)}&contenttype=json",
                         encoded=True,
@@ -278,8 +280,10 @@ class Session:
                 Failure.MAYBE_APPLIED if sent else Failure.FINAL,
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc, aiohttp.ClientConnectorDNSError) and len(self._base_urls) > 1:
-                self._base_index = (self._base_index + 1) % len(self._base_urls)
+            if isinstance(exc, aiohttp.ClientConnectorDNSError) and self._base_index == index:
+                # Compare and set: move away from the URL this attempt used only, so that
+                # overlapping failures never switch back to the domain that failed.
+                self._base_index = (index + 1) % len(self._base_urls)
             raise _AttemptError(self._transport_error(api, exc), Failure.NOT_SENT) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _AttemptError(self._transport_error(api, exc), Failure.MAYBE_APPLIED) from None
