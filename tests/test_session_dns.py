@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from tim_async import errors
 from tim_async.limiter import UnlimitedLimiter
 from tim_async.retry import RetryPolicy
 from tim_async.session import Session
@@ -96,3 +97,22 @@ async def test_many_overlapping_dns_failures_all_fail_over_to_the_backup(
     assert session.base_url.startswith(f"http://{BACKUP}")
     assert len(server.requests_for(CMD)) == 64
     assert resolver.lookups.count(MAIN) == 64  # each call failed once on the main domain
+
+
+async def test_dns_failure_of_both_domains_names_both_and_the_attempts(
+    server: FakeTimServer,
+) -> None:
+    connector = aiohttp.TCPConnector(resolver=Resolver(backup_ok=False), use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        session = make_session(server, http)
+        try:
+            with pytest.raises(errors.TimTransportError) as info:
+                await session.call(CMD, {"GroupId": server.create_group()})
+        finally:
+            await session.close()
+    text = str(info.value)
+    assert f"DNS lookup failed for {MAIN}" in text
+    assert f"backup domain {BACKUP}" in text
+    assert "after 4 attempts" in text
+    assert info.value.attempts == 4
+    assert server.requests == []
