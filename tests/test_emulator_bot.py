@@ -14,7 +14,7 @@ import pytest
 from tim_async import TimClient
 from tim_async.errors import TimAPIError, TimOutcomeUnknownError
 from tim_async.retry import RetryPolicy
-from tim_async.testing import GROUP_TYPES, FakeTimServer, Fault
+from tim_async.testing import GROUP_TYPES, EmulatorError, FakeTimServer, Fault
 from tim_async.testing.state import NO_EXTENSION_CODE
 
 SEND_GROUP = "group_open_http_svc/send_group_msg"
@@ -324,3 +324,41 @@ async def test_send_group_msg_in_every_group_type(
         assert info.value.code == NO_EXTENSION_CODE
     else:
         assert len(await tim.msg_ext.group_get_key_values(gid, seq)) == 0
+
+
+# --------------------------------------------------------------------------- group types
+
+
+@pytest.mark.parametrize("group_type", sorted(GROUP_TYPES))
+async def test_counters_and_clear_by_group_type(
+    server: FakeTimServer, tim: TimClient, group_type: str
+) -> None:
+    gid = server.create_group(group_type=group_type)
+    server.set_group_attrs(gid, {"topic": "launch"})
+    if group_type == "Community":
+        with pytest.raises(EmulatorError, match="10007"):
+            server.set_group_counters(gid, {"likes": 1})  # seeding obeys the same rule
+        calls = [
+            tim.group_counter.get_group_counter(gid),
+            tim.group_counter.update_group_counter(gid, {"likes": 1}),
+            tim.group_counter.delete_group_counter(gid),
+            tim.group_attr.clear_group_attr(gid),
+        ]
+        for call in calls:
+            with pytest.raises(TimAPIError) as info:
+                await call
+            assert info.value.code == 10007
+            assert "Community" in info.value.info
+        assert server.group_attrs(gid) == {"topic": "launch"}  # nothing applied
+        assert server.group_counters(gid) == {}
+        # what Community groups do support
+        await tim.group_attr.set_group_attr(gid, {"topic": "v2"})
+        await tim.group_attr.delete_group_attr(gid, ["topic"])
+        await tim.group_attr.modify_group_attr(gid, {"a": "1"})
+        assert await tim.group_attr.get_group_attr(gid) == {"a": "1"}
+    else:
+        assert await tim.group_counter.update_group_counter(gid, {"likes": 2}) == {"likes": 2}
+        assert await tim.group_counter.get_group_counter(gid) == {"likes": 2}
+        await tim.group_counter.delete_group_counter(gid)
+        await tim.group_attr.clear_group_attr(gid)
+        assert server.group_attrs(gid) == {} and server.group_counters(gid) == {}

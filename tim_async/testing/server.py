@@ -107,7 +107,7 @@ class FakeTimServer:
         if self._runner is not None:
             raise RuntimeError("FakeTimServer is running already")
         runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0
         )
         await runner.setup()
         try:
