@@ -24,7 +24,7 @@ def readme_test_blocks() -> list[str]:
 
 async def run_pytest(project: Path, *args: str) -> tuple[int, str]:
     """pytest in a subprocess, in ``project`` (its own rootdir and ini), plugins autoloaded as
-    in a user's environment."""
+    in a user's environment; ``args`` (default: the whole project) end with what to run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -35,8 +35,7 @@ async def run_pytest(project: Path, *args: str) -> tuple[int, str]:
         "no:cacheprovider",
         "--rootdir",
         str(project),
-        *args,
-        str(project),
+        *(args or (str(project),)),
         cwd=project,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -54,19 +53,7 @@ def project(tmp_path: Path, ini: str, files: dict[str, str]) -> Path:
     return tmp_path
 
 
-async def test_readme_test_examples_pass_in_strict_mode(tmp_path: Path) -> None:
-    blocks = readme_test_blocks()
-    assert len(blocks) == 2, "the README's emulator section holds the two test examples"
-    assert all("tim_server: FakeTimServer" in b for b in blocks[1:])
-    files = {f"test_readme_{i}.py": block for i, block in enumerate(blocks)}
-    root = project(tmp_path, "[pytest]\n", files)  # empty: pytest-asyncio in strict mode
-    code, out = await run_pytest(root)
-    assert code == 0, out
-    assert re.search(r"\b2 passed\b", out), out
-
-
-async def test_fixture_options_closing_and_the_missing_mark(tmp_path: Path) -> None:
-    source = """
+USER_TESTS = """
 import asyncio
 
 import pytest
@@ -104,13 +91,29 @@ async def test_each_test_gets_a_fresh_started_server(tim_server: FakeTimServer) 
 async def test_without_the_mark(tim_server: FakeTimServer) -> None:
     pass
 """
-    root = project(tmp_path, "[pytest]\n", {"test_user.py": source})
-    code, out = await run_pytest(root, "-rA")
-    # strict mode: the unmarked async test does not run; the marked ones pass
-    assert re.search(r"\b2 passed\b", out), out
-    assert "test_without_the_mark" in out and code != 0, out
+
+
+async def test_readme_examples_and_fixture_in_a_project_of_their_own(tmp_path: Path) -> None:
+    blocks = readme_test_blocks()
+    assert len(blocks) == 2, "the README's emulator section holds the two test examples"
+    assert "tim_server: FakeTimServer" in blocks[1]
+    files = {f"test_readme_{i}.py": block for i, block in enumerate(blocks)}
+    files["test_user.py"] = USER_TESTS
+    root = project(tmp_path, "[pytest]\n", files)  # empty: pytest-asyncio in strict mode
+    code, out = await run_pytest(root, "-rA", str(root))
+    # strict mode: the README examples and the marked tests pass; the unmarked one fails
+    passed = set(re.findall(r"^PASSED (\S+)", out, re.M))
+    assert passed == {
+        "test_readme_0.py::test_my_bot",
+        "test_readme_1.py::test_pull",
+        "test_user.py::test_marker_options_win",
+        "test_user.py::test_each_test_gets_a_fresh_started_server",
+    }, out
+    assert re.search(r"^FAILED test_user.py::test_without_the_mark", out, re.M), out
+    assert code == 1, out
+    # asyncio_mode = "auto": the mark is not needed
     (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n", encoding="utf-8")
-    code, out = await run_pytest(root)
+    code, out = await run_pytest(root, "test_user.py")
     assert code == 0 and re.search(r"\b3 passed\b", out), out
 
 
