@@ -185,6 +185,27 @@ async def test_every_readme_cli_example_succeeds_with_the_printed_exports(
         records = [orjson.loads(line) for line in out.splitlines()]
         assert len(records) == len([t for t in targets.group(1).splitlines()[1:] if t.strip()])
         assert all("error" not in r and r["items"] for r in records), records
+        # the banner's "Try:" lines, run by a shell as pasted
+        tries = emu.banner.split("\nTry:\n")[1].split("\nStop it")[0].splitlines()
+        assert len(tries) >= 6
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TIM_")}
+        cli_cmd = shlex.quote(sys.executable) + " -m tim_async"
+
+        async def run(line: str) -> None:
+            shell = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                line.strip().replace("tim-async", cli_cmd),
+                env={**base, **env},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out_b, err_b = await asyncio.wait_for(shell.communicate(), 60)
+            assert shell.returncode == 0, (line, err_b.decode())
+            for record in out_b.decode().splitlines():
+                assert "error" not in orjson.loads(record), line
+
+        await asyncio.gather(*(run(line) for line in tries))  # independent: run side by side
 
 
 # --------------------------------------------------------------------------- seeding flags
