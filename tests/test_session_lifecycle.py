@@ -114,6 +114,24 @@ async def test_close_ends_a_backoff_sleep_at_once(server: FakeTimServer) -> None
     assert tim.stats.failures == 1
 
 
+async def test_a_call_in_flight_at_close_does_not_sleep_before_failing(
+    server: FakeTimServer,
+) -> None:
+    # The request in flight fails as the client's own aiohttp session closes; the call must
+    # not then sleep its 30 s backoff before noticing the client is closed.
+    gid = server.create_group()
+    server.faults.script(GET_ATTR, [Fault.slow(20.0)])
+    tim = make_client(server, retry=LongBackoff(), timeout=120.0)
+    try:
+        call = asyncio.create_task(tim.group_attr.get_group_attr(gid))
+        await arrived(server, GET_ATTR)
+    finally:
+        await tim.close()
+    done, _ = await asyncio.wait([call], timeout=10.0)  # generous: the backoff is 30 s
+    assert done
+    assert isinstance(call.exception(), TimClosedError)
+
+
 async def test_a_cancellation_during_the_backoff_is_still_a_cancellation(
     server: FakeTimServer,
 ) -> None:

@@ -107,7 +107,7 @@ class TimClient:
 
         self.sdkappid = sdkappid
         self.identifier = identifier
-        self.region = region
+        self.region: Region | None = None if base_url else region  # None: base_url replaces it
         self.rate_limit = rate_limit
         base_urls = [base_url] if base_url else [region.base_url, region.backup_base_url]
         self._session = Session(

@@ -342,6 +342,9 @@ class Session:
 
     async def _sleep(self, delay: float, task: asyncio.Task[Any] | None) -> None:
         """The backoff before a retry; :meth:`close` ends it at once."""
+        if self._closed:  # closed while the attempt was in flight
+            self.stats.failures += 1
+            raise self._closed_error()
         if task is not None:
             self._waiting.add(task)
         try:
