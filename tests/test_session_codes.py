@@ -4,7 +4,9 @@ each raised code maps to (exactly one request)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from tim_async import (
     TimPermissionError,
     TimPremiumRequiredError,
     TimServerBusyError,
+    errors,
 )
 from tim_async.retry import RetryPolicy
 from tim_async.testing import TEST_SECRET_KEY, FakeTimServer, Fault
@@ -132,3 +135,24 @@ async def test_community_group_refusal_10007_is_a_permission_error(
             await tim.group_attr.clear_group_attr(gid)
     assert info.value.code == 10007
     assert len(server.requests_for(CLEAR_ATTR)) == 1
+
+
+def test_the_readme_error_table_lists_every_code_and_class() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Errors") : text.index("## How calls behave")]
+    listed: set[int] = set()
+    for low, high in re.findall(r"(\d{5})(?:\u2013(\d{5}))?", section):
+        listed.update(range(int(low), int(high or low) + 1))
+    assert sorted(set(errors._CODE_TABLE) - listed) == []
+    classes = [name for name in errors.__all__ if name.startswith("Tim")]
+    assert [name for name in classes if f"`{name}" not in section] == []
+    # and each code's row names the class it maps to
+    for code, cls in errors._CODE_TABLE.items():
+        rows = [row for row in section.splitlines() if str(code) in row or _in_range(row, code)]
+        assert any(f"`{cls.__name__}`" in row for row in rows), (code, cls.__name__)
+
+
+def _in_range(row: str, code: int) -> bool:
+    return any(
+        int(low) <= code <= int(high) for low, high in re.findall(r"(\d{5})\u2013(\d{5})", row)
+    )
