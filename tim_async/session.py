@@ -298,10 +298,11 @@ class Session:
                 error, failure = failed.error, failed.failure
                 if dns_first is None:
                     dns_first = failed.dns_index
-                last_index = failed.dns_index
+                last_dns = failed.dns_index
             except BaseException as exc:
                 stats.failures += 1
-                if self._closed and (isinstance(exc, Exception) or self._woken_by_close(task)):
+                woken = self._woken_by_close(task)  # always: undoes close()'s cancellation
+                if self._closed and (isinstance(exc, Exception) or woken):
                     # aiohttp's "Session is closed", the limiter's waiters being failed, a
                     # wait that close() interrupted, ...
                     raise self._closed_error() from None
@@ -318,14 +319,14 @@ class Session:
                 delay = self._retry.backoff(retries, self._rng)
                 if loop.time() + delay >= deadline:
                     stats.failures += 1
-                    raise self._final(error, tries, dns_first, last_index)
+                    raise self._final(error, tries, dns_first, last_dns)
                 logger.debug("%s: retry %d in %.3fs after %s", api, retries + 1, delay, error)
                 await self._sleep(delay, task)
                 retries += 1
                 reason = _reason(error)
             else:
                 stats.failures += 1
-                error = self._final(error, tries, dns_first, last_index)
+                error = self._final(error, tries, dns_first, last_dns)
                 if failure is Failure.MAYBE_APPLIED and not idempotent:
                     assert isinstance(error, TimTransportError)
                     raise TimOutcomeUnknownError(
@@ -358,7 +359,7 @@ class Session:
             self._waiting.discard(task)
 
     def _final(
-        self, error: Exception, tries: int, dns_first: int | None, last_index: int | None
+        self, error: Exception, tries: int, dns_first: int | None, last_dns: int | None
     ) -> Exception:
         """``error`` as the call raises it: a transport error tells how many attempts were
         made and, after a DNS failure, which domain failed first and which backup was tried."""
@@ -370,7 +371,7 @@ class Session:
             note = f"DNS lookup failed for {hosts[dns_first]}"
             if len(hosts) > 1:
                 backup = hosts[(dns_first + 1) % len(hosts)]
-                if last_index is not None and last_index != dns_first:
+                if last_dns is not None and last_dns != dns_first:
                     note += f", and for the backup domain {backup} too"
                 elif self._base_index != dns_first and tries > 1:
                     note += f"; the backup domain {backup} was tried too"
@@ -389,7 +390,7 @@ class Session:
         task: asyncio.Task[Any] | None,
     ) -> dict[str, Any]:
         sent = False  # the request may have reached the server
-        connected = [False]  # set by the connection trace once the request has a connection
+        connected = [False]  # set once the request has a connection (_Connector, the trace)
         index = self._base_index
         waiting = self._waiting
         try:
