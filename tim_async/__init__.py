@@ -5,6 +5,7 @@ Start with :class:`TimClient`; the error classes are importable from here and fr
 :mod:`tim_async.testing`.
 """
 
+from ._connect import connection_trace
 from .client import TimClient
 from .errors import (
     TimAPIError,
@@ -38,7 +39,6 @@ from .limiter import RateLimiter, SlidingWindowLimiter
 from .models import CounterMode, ExtensionItem, ExtensionList, ExtensionPage, SetKeyResult
 from .regions import Region
 from .retry import RetryPolicy
-from .session import connection_trace
 
 __version__ = "0.1.0"
 

@@ -14,18 +14,15 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import attrs
 import orjson
-from aiohttp.client_reqrep import ClientRequest
-from aiohttp.connector import Connection
-from aiohttp.tracing import Trace
 from yarl import URL
 
+from ._connect import Connector, is_traced, unwatch, watch
 from ._redact import Redactor
 from .errors import (
     RETRYABLE_CODES,
@@ -44,14 +41,12 @@ from .limiter import RateLimiter, Slot
 from .retry import Failure, RetryPolicy
 from .usersig import UserSigProvider
 
-__all__ = ["MAX_ANSWER_BYTES", "CallStats", "Session", "connection_trace"]
+__all__ = ["MAX_ANSWER_BYTES", "CallStats", "Session"]
 
 logger = logging.getLogger("tim_async")
 
 #: The deadline (loop time) of the operation the current task is inside, if any.
 _OPERATION_DEADLINE: ContextVar[float | None] = ContextVar("tim_async_deadline", default=None)
-#: The flag of the request the current task is sending, set once it has a connection.
-_CONNECTED: ContextVar[list[bool] | None] = ContextVar("tim_async_connected", default=None)
 
 _API_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -63,50 +58,6 @@ _EXCERPT = 200
 #: of 200 pairs is at most ~1.3 MB even with every byte JSON-escaped); a longer body (a broken
 #: proxy, an endless stream) is cut off instead of filling memory until the timeout.
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
-
-
-class _ConnectionTrace(aiohttp.TraceConfig):
-    """Tells the session when a request got its connection (see :func:`connection_trace`)."""
-
-
-async def _on_connection(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
-) -> None:
-    flag = _CONNECTED.get()
-    if flag is not None:
-        flag[0] = True
-
-
-class _Connector(aiohttp.TCPConnector):
-    """The client's own connector: tells the session when a request got its connection, at the
-    cost of one ``await`` (a ``TraceConfig`` costs ~30 µs a request)."""
-
-    async def connect(
-        self,
-        req: ClientRequest,
-        traces: list[Trace],
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
-    ) -> Connection:
-        conn = await super().connect(req, traces, timeout)
-        flag = _CONNECTED.get()
-        if flag is not None:
-            flag[0] = True
-        return conn
-
-
-def connection_trace() -> aiohttp.TraceConfig:
-    """An aiohttp ``TraceConfig`` that tells the client when a request got its connection.
-
-    The client's own aiohttp session knows without it. Add one to a session you give the client
-    (``aiohttp.ClientSession(trace_configs=[connection_trace()])``) and a call that ran out of
-    time while waiting for a pooled connection counts as never sent, as with the client's own
-    session; without it, a request counts as sent once it starts (the safe side: a
-    non-idempotent call may then end in :class:`~tim_async.errors.TimOutcomeUnknownError`
-    although nothing left the client)."""
-    config = _ConnectionTrace()
-    config.on_connection_create_end.append(_on_connection)
-    config.on_connection_reuseconn.append(_on_connection)
-    return config
 
 
 @attrs.define
@@ -165,9 +116,7 @@ class Session:
         self._http = http
         self._owns_http = http is None
         # Whether a request's connection is seen (own sessions; a caller's with our trace).
-        self._traced = http is None or any(
-            isinstance(config, _ConnectionTrace) for config in http.trace_configs
-        )
+        self._traced = http is None or is_traced(http)
         self._connections = connections
         self._max_answer_bytes = max_answer_bytes
         self._closed = False
@@ -200,7 +149,7 @@ class Session:
         if http is None:
             # Created lazily, inside the running loop.
             http = self._http = aiohttp.ClientSession(
-                connector=_Connector(limit=self._connections),
+                connector=Connector(limit=self._connections),
                 timeout=aiohttp.ClientTimeout(total=None),
             )
         elif http.closed:
@@ -416,7 +365,7 @@ class Session:
                         encoded=True,
                     )
                     status = 0
-                    token = _CONNECTED.set(connected) if self._traced else None
+                    token = watch(connected) if self._traced else None
                     try:
                         async with http.post(url, data=data, headers=_JSON_HEADERS) as resp:
                             sent = True
@@ -440,7 +389,7 @@ class Session:
                         raise
                     finally:
                         if token is not None:
-                            _CONNECTED.reset(token)
+                            unwatch(token)
         except TimeoutError:
             # Before sending (waiting in the limiter or for a connection) nothing was applied
             # and no time is left; after sending the request may have been applied.
