@@ -156,3 +156,14 @@ def _in_range(row: str, code: int) -> bool:
     return any(
         int(low) <= code <= int(high) for low, high in re.findall(r"(\d{5})\u2013(\d{5})", row)
     )
+
+
+def test_every_error_class_is_importable_from_the_package() -> None:
+    import tim_async
+
+    classes = [n for n in errors.__all__ if isinstance(getattr(errors, n), type)]
+    assert len(classes) >= 25
+    for name in classes:
+        assert getattr(tim_async, name) is getattr(errors, name), name
+        assert name in tim_async.__all__
+    assert issubclass(tim_async.TimEventLoopError, tim_async.TimError)
