@@ -80,7 +80,7 @@ def make_client(server: FakeTimServer, **kw: Any) -> TimClient:
 
 
 async def hold_the_connection(server: FakeTimServer, http: aiohttp.ClientSession, gid: str) -> None:
-    """A request that holds the pool's only connection for 1.2 s (a slow answer)."""
+    """A request that holds the pool's only connection for 0.8 s (a slow answer)."""
     async with http.post(server.url(GET_ATTR), json={"GroupId": gid}) as resp:
         await resp.read()
 
@@ -90,7 +90,7 @@ async def increments_while_the_pool_is_full(
 ) -> list[BaseException | None]:
     gid = server.create_group()
     server.set_group_counters(gid, {"n": 0})
-    server.faults.script(GET_ATTR, [Fault.slow(1.2)])
+    server.faults.script(GET_ATTR, [Fault.slow(0.8)])
     holder = asyncio.create_task(hold_the_connection(server, http, gid))
     await arrived(server, GET_ATTR)
     results = await asyncio.gather(
@@ -107,7 +107,7 @@ async def test_own_session_waiting_for_a_pooled_connection_is_not_sent(
     server: FakeTimServer,
 ) -> None:
     limiter = RecordingLimiter()
-    async with make_client(server, connections=1, timeout=0.4, limiter=limiter) as tim:
+    async with make_client(server, connections=1, timeout=0.3, limiter=limiter) as tim:
         http = tim._session._ensure_http()  # the client's own pool, one connection
         results = await increments_while_the_pool_is_full(server, tim, http)
         assert [type(r) for r in results] == [TimTimeoutError] * 3
@@ -121,7 +121,7 @@ async def test_caller_session_with_the_connection_trace_is_precise_too(
 ) -> None:
     connector = aiohttp.TCPConnector(limit=1)
     http = aiohttp.ClientSession(connector=connector, trace_configs=[connection_trace()])
-    async with http, make_client(server, session=http, timeout=0.4) as tim:
+    async with http, make_client(server, session=http, timeout=0.3) as tim:
         results = await increments_while_the_pool_is_full(server, tim, http)
         assert [type(r) for r in results] == [TimTimeoutError] * 3
         assert tim.stats.attempts == 0
@@ -134,7 +134,7 @@ async def test_caller_session_without_the_trace_stays_on_the_safe_side(
     # counts the request as sent once it started, so an increment is an unknown outcome.
     connector = aiohttp.TCPConnector(limit=1)
     http = aiohttp.ClientSession(connector=connector)
-    async with http, make_client(server, session=http, timeout=0.4) as tim:
+    async with http, make_client(server, session=http, timeout=0.3) as tim:
         results = await increments_while_the_pool_is_full(server, tim, http)
         assert [type(r) for r in results] == [TimOutcomeUnknownError] * 3
 
@@ -144,9 +144,9 @@ async def test_a_request_that_got_its_connection_and_no_answer_is_sent(
 ) -> None:
     gid = server.create_group()
     server.set_group_counters(gid, {"n": 0})
-    server.faults.script(UPDATE, [Fault.slow(1.2)])
+    server.faults.script(UPDATE, [Fault.slow(0.8)])
     limiter = RecordingLimiter()
-    async with make_client(server, timeout=0.4, limiter=limiter) as tim:
+    async with make_client(server, timeout=0.3, limiter=limiter) as tim:
         with pytest.raises(TimOutcomeUnknownError):
             await tim.group_counter.update_group_counter(gid, {"n": 1}, mode="Increase")
         assert tim.stats.attempts == 1
