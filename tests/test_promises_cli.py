@@ -222,3 +222,17 @@ async def test_the_cli_prints_no_fragment_of_a_secret(
         if text[i : i + FRAGMENT] in grams
     ]
     assert found == []
+
+
+async def test_installing_the_package_installs_the_tim_async_command() -> None:
+    """README: "Installing the package installs tim-async (also python -m tim_async)"."""
+    script = pathlib.Path(sys.executable).with_name("tim-async")
+    if not script.exists():
+        pytest.skip(f"the package is not installed in this environment ({script} missing)")
+    for command in ([str(script)], [sys.executable, "-m", "tim_async"]):
+        proc = await asyncio.create_subprocess_exec(
+            *command, "--help", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert all(name in out.decode() for name in ("demo", "ext", "attr", "counter"))
