@@ -50,12 +50,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->\s*$", re.S)
 
 #: block id -> what it waits for; run as ``xfail(strict=True)``: remove the entry once it passes.
-AWAITING: dict[str, str] = {
-    "any-other-rest-command-tim-call": (
-        "the emulator serves group_open_http_svc/get_group_info and openim/sendmsg "
-        "(issue 11 item 4, emulator helper)"
-    ),
-}
+AWAITING: dict[str, str] = {}
 
 T = TypeVar("T")
 
