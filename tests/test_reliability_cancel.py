@@ -5,10 +5,10 @@ pages, under ``asyncio.timeout``) leaves no connection in use, no orphan connect
 no limiter capacity taken, and a client that keeps working.
 
 Each client is built with its own aiohttp session and limiter (the public ``session=`` and
-``limiter=`` arguments), so the checks read them without reaching into the client. Three private
-reads remain, for want of a public count: aiohttp's connector (connections in use and idle in
-the pool), the limiter's queue of waiters, and the emulator's server-side transports (replace
-with ``server.open_connections`` once the emulator has it).
+``limiter=`` arguments), so the checks read them without reaching into the client; the server
+side is ``server.open_connections`` and the limiter's queue ``limiter.waiting(command)``. One
+private read remains, for want of a public count: aiohttp's connector (connections in use and
+idle in the pool).
 """
 
 from __future__ import annotations
@@ -79,11 +79,7 @@ def connections(tim: Client, server: FakeTimServer) -> tuple[int, int, int]:
     # aiohttp has no public count of connections in use or idle.
     in_use = len(connector._acquired)
     idle = sum(len(c) for c in connector._conns.values())
-    # The emulator has no public count of open server-side connections yet.
-    runner = server._runner
-    assert runner is not None and runner.server is not None
-    transports = runner.server._connections.values()
-    return in_use, idle, sum(1 for t in transports if not t.is_closing())
+    return in_use, idle, server.open_connections
 
 
 async def assert_clean(tim: Client, server: FakeTimServer) -> None:
@@ -100,8 +96,11 @@ async def assert_clean(tim: Client, server: FakeTimServer) -> None:
 
 
 def queued(limiter: SlidingWindowLimiter) -> int:
-    """Calls waiting for a slot of PULL (the limiter has no public count of its queue)."""
-    return len(limiter._for(PULL)._waiters)
+    """Calls waiting for a slot of PULL."""
+    waiting = getattr(limiter, "waiting", None)  # the public count, once the limiter has it
+    if waiting is not None:
+        return int(waiting(PULL))
+    return len(limiter._for(PULL)._waiters)  # until then: the queue itself
 
 
 async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
