@@ -151,6 +151,12 @@ async def test_pull_bulk_error_code_is_null_without_a_usable_answer(
     assert "items" not in records[0]
     assert records[1]["items"] == [{"key": "k", "value": "v", "seq": 1}]
     assert records[2]["items"] == []
+    # README: "the error lines of one run can be fed to the next" (extra JSON keys ignored).
+    again = "".join(line + "\n" for line in out.splitlines() if '"error"' in line).encode()
+    rc, out, err = await _run("ext", "pull-bulk", "--quiet", env=_env(server), stdin=again)
+    assert rc == 0, err
+    (retried,) = [json.loads(line) for line in out.splitlines()]
+    assert (retried["group"], retried["msg_seq"], retried["items"]) == (gid, seqs[0], [])
 
 
 async def test_pull_bulk_writes_each_line_as_soon_as_it_completes(
