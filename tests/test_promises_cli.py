@@ -242,3 +242,13 @@ async def test_installing_the_package_installs_the_tim_async_command() -> None:
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
         assert all(name in out.decode() for name in ("demo", "ext", "attr", "counter"))
+
+
+async def test_demo_messages_flag_sets_the_size_of_the_bulk_pull() -> None:
+    """README: "--messages N changes the size of the bulk pull"; exits 0 when every check
+    passes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIM_")}
+    rc, out, err = await _run("demo", "--messages", "100", env=env)
+    assert rc == 0, out + err
+    assert "(100 lists compared)" in out
+    assert "[FAIL]" not in out
