@@ -132,6 +132,7 @@ class Timed:
     def __init__(self, inner: SlidingWindowLimiter) -> None:
         self.inner = inner
         self.held: list[float] = []
+        self.unanswered = 0  # calls whose slot the session marked unanswered
 
     def mean_ms(self) -> float:
         return 1e3 * sum(self.held) / len(self.held) if self.held else float("nan")
@@ -147,6 +148,7 @@ class Timed:
                 yield slot
             finally:
                 self.held.append(time.monotonic() - start)
+                self.unanswered += not getattr(slot, "answered", True)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -466,20 +468,25 @@ TIMEOUT_HEADERS = [
     "unanswered_hold s",
     "calls",
     "timed out",
+    "of which sent (unanswered)",
     "arrivals /s",
     "% of limit",
     "max in any 1 s",
 ]
 
 
-async def timeouts(rate: int, seconds: float, shares: Sequence[float]) -> list[list[object]]:
+async def timeouts(
+    rate: int, seconds: float, shares: Sequence[float], workers: int, call_timeout: float
+) -> list[list[object]]:
     """The throughput cost of holding unanswered slots: ``shares`` of the calls get a slow
-    answer (2 s) past the call's 0.25 s timeout; 64 workers call for ``seconds``; arrivals per
-    second at the server with the hold at 0 (the rule off) and at the default."""
+    answer 2 s past the calls' timeout; ``workers`` call for ``seconds``; arrivals per second at
+    the server with the hold at 0 (the rule off) and at the default. With more workers than
+    ``rate * timeout`` calls queue in the limiter until their deadline is nearly gone, are sent
+    with no time left and end unanswered too (``--workers 64 --call-timeout 0.25``)."""
     rows: list[list[object]] = []
     for share in shares:
         for hold in [DEFAULT_UNANSWERED_HOLD] if share == 0 else [0.0, DEFAULT_UNANSWERED_HOLD]:
-            times, counts = await _timeout_run(rate, seconds, share, hold)
+            times, counts = await _timeout_run(rate, seconds, share, hold, workers, call_timeout)
             per_s = _common.sustained_rate(times)
             rows.append(
                 [
@@ -487,6 +494,7 @@ async def timeouts(rate: int, seconds: float, shares: Sequence[float]) -> list[l
                     f"{hold:g}",
                     counts["calls"],
                     counts["timed out"],
+                    counts["unanswered"],
                     f"{per_s:.1f}",
                     f"{100 * per_s / rate:.1f} %",
                     _common.max_in_window(times),
@@ -497,20 +505,21 @@ async def timeouts(rate: int, seconds: float, shares: Sequence[float]) -> list[l
 
 
 async def _timeout_run(
-    rate: int, seconds: float, share: float, hold: float
+    rate: int, seconds: float, share: float, hold: float, workers: int, call_timeout: float
 ) -> tuple[list[float], dict[str, int]]:
     async with FakeTimServer(rate_limit=None) as server:
         target = Target.seed(server)
         if share:
-            server.faults.random({Fault.slow(2.0): share}, seed=1)
+            server.faults.random({Fault.slow(call_timeout + 2.0): share}, seed=1)
         counts = {"calls": 0, "timed out": 0}
+        limiter = Timed(SlidingWindowLimiter(rate, unanswered_hold=hold))
         async with TimClient(
             TEST_SDKAPPID,
             TEST_ADMIN,
             secret_key=TEST_SECRET_KEY,
             base_url=server.base_url,
-            limiter=SlidingWindowLimiter(rate, unanswered_hold=hold),
-            timeout=0.25,
+            limiter=limiter,
+            timeout=call_timeout,
             max_retries=0,
         ) as tim:
             loop = asyncio.get_running_loop()
@@ -526,7 +535,8 @@ async def _timeout_run(
                     except TimError:
                         pass
 
-            await asyncio.gather(*(worker() for _ in range(64)))
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        counts["unanswered"] = limiter.unanswered
         return [r.time for r in server.requests_for(API_GROUP_GET)], counts
 
 
@@ -588,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (median shown)")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of a timeouts run")
+    parser.add_argument("--workers", type=int, default=32, help="workers of a timeouts run")
+    parser.add_argument(
+        "--call-timeout", type=float, default=1.0, help="the calls' timeout in a timeouts run"
+    )
     parser.add_argument(
         "--plot",
         metavar="PNG",
@@ -634,11 +648,14 @@ async def _measure(args: argparse.Namespace, recorder: Recorder) -> int:
         _common.print_table(HEADERS, await configs(recorder, args.calls, args.rate, args.rounds))
     if args.mode == "timeouts":
         print(
-            f"\nCalls that time out: 64 workers for {args.seconds:g} s at {args.rate}/s, "
-            "timeout 0.25 s, a share of the answers 2 s slow (emulator in this process)",
+            f"\nCalls that time out: {args.workers} workers for {args.seconds:g} s at "
+            f"{args.rate}/s, timeout {args.call_timeout:g} s, a share of the answers "
+            f"{args.call_timeout + 2:g} s slow (emulator in this process)",
             flush=True,
         )
-        rows = await timeouts(args.rate, args.seconds, (0.0, 0.01, 0.05))
+        rows = await timeouts(
+            args.rate, args.seconds, (0.0, 0.01, 0.05), args.workers, args.call_timeout
+        )
         _common.print_table(TIMEOUT_HEADERS, rows)
     if args.mode in ("all", "commands"):
         print(
