@@ -63,7 +63,10 @@ def mono() -> Clock:
 
 @pytest.fixture
 def wall() -> Clock:
-    return Clock(time.time)
+    # Stopped at the real time (UserSigs the tests sign with the real clock stay valid): it
+    # moves only when a test moves it, so an expiry one second away cannot race.
+    start = time.time()
+    return Clock(lambda: start)
 
 
 @pytest.fixture
