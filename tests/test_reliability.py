@@ -221,7 +221,7 @@ async def test_timeout_bounds_a_whole_multi_page_pull(server: FakeTimServer) -> 
 async def test_server_rate_limit_below_client_rate_backs_off_and_completes() -> None:
     """Emulator at 150 calls/s, client at 200/s: the surplus is answered 60007; the client backs
     off and retries (defaults: max_retries=3, timeout=10 s) and every call completes."""
-    calls = 600
+    calls = 300  # 1.5 s of the server's budget: enough for a surplus to be rejected and retried
     async with FakeTimServer(rate_limit=150, seed=11) as server:
         gid = server.create_group()
         server.set_group_counters(gid, {"a": 1, "b": 2})
