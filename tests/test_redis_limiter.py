@@ -438,6 +438,40 @@ async def test_cancelling_a_reserved_waiter_gives_its_slot_back(
     assert len(await calls_in(admin, key)) == 1
 
 
+async def test_cancelled_reservation_gives_its_place_in_the_pacing_schedule_back(
+    make_limiter: Callable[..., RedisLimiter], admin: aioredis.Redis
+) -> None:
+    lease = 60.0
+    limiter = make_limiter(rate=4, period=40.0, lease=lease)  # paced 10 s apart, burst 2
+    key = limiter.key("cmd")
+    await call(limiter, [])
+    await call(limiter, [])  # the burst: both at once
+
+    async def reserve() -> tuple[asyncio.Task[None], float]:
+        """Start a call that pacing makes wait; return it and its reserved start (Redis)."""
+        before = await calls_in(admin, key)
+        task = asyncio.create_task(call(limiter, []))
+        async with asyncio.timeout(5):
+            while len(new := await calls_in(admin, key)) == len(before):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        [score] = [score for member, score in new.items() if member not in before]
+        return task, score - lease * 1_000_000
+
+    first, start = await reserve()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    async with asyncio.timeout(5):
+        while len(await calls_in(admin, key)) == 3:  # noqa: ASYNC110 (the give-back)
+            await asyncio.sleep(0.005)
+    # The next call takes the place the cancelled one left, not the one after it.
+    second, start_again = await reserve()
+    assert start_again == start
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+
+
 async def test_cancelling_during_the_admission_round_trip_gives_the_slot_back(
     make_limiter: Callable[..., RedisLimiter], admin: aioredis.Redis
 ) -> None:

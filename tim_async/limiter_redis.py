@@ -230,6 +230,22 @@ return added
 """
 )
 
+# ARGV: member, period_us, interval_us. Removes a slot whose call was never sent, and moves the
+# pacing schedule back by one interval, so that it counts only the calls actually sent.
+_GIVE_BACK = (
+    _PRELUDE
+    + """
+local removed = redis.call('ZREM', key, member)
+if removed == 1 then
+  local pace = redis.call('ZSCORE', key, pace_member)
+  if pace then
+    redis.call('ZADD', key, tonumber(pace) - tonumber(ARGV[3]), pace_member)
+  end
+end
+return removed
+"""
+)
+
 # ARGV: member, period_us, lease_us. Extends a call in flight. Returns 1 if it had lapsed.
 _RENEW = (
     _PRELUDE
@@ -249,6 +265,7 @@ class _Shared:
         "client",
         "closed",
         "closing",
+        "give_back",
         "ids",
         "release",
         "renew",
@@ -262,6 +279,7 @@ class _Shared:
         self.admit = client.register_script(_ADMIT)
         self.release = client.register_script(_RELEASE)
         self.renew = client.register_script(_RENEW)
+        self.give_back = client.register_script(_GIVE_BACK)
         self.closing = False  # the limiter that owns the client is closing: no new admissions
         self.closed = False  # the client was closed by the limiter that owns it
         self.token = f"{os.getpid():x}:{os.urandom(6).hex()}:"
@@ -597,7 +615,9 @@ class RedisLimiter:
         if self._shared.closed:
             return
         try:
-            await self._shared.client.zrem(key, member)
+            await self._shared.give_back(
+                keys=[key], args=[member, self._period_us, self._pace_args[0]]
+            )
         except RedisError as exc:
             logger.warning(
                 "rate limiter: could not give back a slot of %r after a cancellation (%s); "
