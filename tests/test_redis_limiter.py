@@ -605,7 +605,18 @@ async def test_redis_dying_mid_call_keeps_the_outcome_then_raises(
 
 async def test_configuration_protocol_and_close(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    for bad in ({"rate": 0}, {"rate": 2.5}, {"period": 0}, {"lease": -1}, {"namespace": "a:b"}):
+    bad_options: list[dict[str, Any]] = [
+        {"rate": 0},
+        {"rate": 2.5},
+        {"period": 0},
+        {"lease": -1},
+        {"namespace": "a:b"},
+        {"burst": 0},
+        {"rate": 5, "burst": 6},
+        {"unanswered_hold": -1},
+        {"unanswered_hold": float("inf")},
+    ]
+    for bad in bad_options:
         with pytest.raises(TimConfigError):
             RedisLimiter(client, **bad)
     limiter = RedisLimiter(client, sdkappid=1)

@@ -45,32 +45,33 @@ at most about a period ahead.
 Leaving the slot runs a second script that sets the member's score to Redis's ``TIME``
 (answered), or to ``TIME + unanswered_hold`` (unanswered).
 
-Why the arrival guarantee holds across processes: the proof in :mod:`tim_async.limiter` uses
-only (1) a call is sent after its start ``s`` and arrives, if ever, before its recorded finish
-``e`` (its score once it left the slot), so its arrival lies in ``[s, e]``; and (2) starts are
-decided one at a time, each decision counting every earlier call whose ``[s, e]`` can meet the
-sliding period that ends at the new start (``e`` unknown yet means "in flight", counted). (1)
-holds for an answered call because its answer came back after its request arrived, and for an
-unanswered one *if its request reaches the server within* ``unanswered_hold`` *of the moment the
-client gave up on it, or never*: that is the assumption beyond the in-process limiter's, and
-the reason for the default of 5 s (a request held longer than that in a proxy or a kernel
-buffer can break the guarantee). A decision at ``now`` for a start ``s >= now`` counts every
-member with a score above ``now - period``, a superset of those above ``s - period``; a
-reservation skips exactly the calls finished by ``s - period``; pacing only moves a start
-later, which the window allows too; and the caller sleeps ``s - now`` *after* the script's
+Why the arrival guarantee holds across processes: the proof in :mod:`tim_async.limiter` uses only
+(1) a call is sent after its start ``s`` and arrives, if ever, before its recorded finish ``e``
+(its score once it left the slot), so its arrival lies in ``[s, e]``; and (2) starts are decided
+one at a time, each decision counting every earlier call whose ``[s, e]`` can meet the sliding
+period that ends at the new start (``e`` unknown yet means "in flight", counted). (1) holds for an
+answered call because its answer came back after its request arrived, and for an unanswered one *if
+its request reaches the server within* ``unanswered_hold`` *of the moment the client gave up on it,
+or never*: that is the one assumption about the network, the same as
+:class:`~tim_async.limiter.SlidingWindowLimiter`'s, with the same default (10 s covers a proxy or
+gateway holding a request for seconds, and the first five TCP retransmissions at the minimum RTO;
+a request held longer than that can break the guarantee). A decision at ``now`` for a start ``s >=
+now`` counts every member with a score above ``now - period``, a superset of those above ``s -
+period``; a reservation skips exactly the calls finished by ``s - period``; pacing only moves a
+start later, which the window allows too; and the caller sleeps ``s - now`` *after* the script's
 answer came back, so it sends after ``s``. Decisions are ordered by the scripts, not by their
-starts, and the proof needs no more (its last call is the last one decided). Every time is
-read from one clock (Redis's ``TIME``, inside the script) and measured as a duration on the
-client, so the clocks of the client hosts do not matter, and the scripts run one at a time, so
-(2) holds across any number of processes. Only Redis's clock stepping *forward* (an NTP step, a
-failover to a replica with another clock) or a failover that loses recent writes can let extra
-calls through, for at most one period. (Clock *rates* differing by a few parts per million are
-ignored, as by the in-process limiter.)
+starts, and the proof needs no more (its last call is the last one decided). Every time is read
+from one clock (Redis's ``TIME``, inside the script) and measured as a duration on the client, so
+the clocks of the client hosts do not matter, and the scripts run one at a time, so (2) holds
+across any number of processes. Only Redis's clock stepping *forward* (an NTP step, a failover to a
+replica with another clock) or a failover that loses recent writes can let extra calls through, for
+at most one period. (Clock *rates* differing by a few parts per million are ignored, as by the
+in-process limiter.)
 
 Leases: a process that dies while its calls are in flight never records their finish. Their
 members stop counting ``lease + period`` after their start or last renewal, that is at least
 ``2/3 * lease`` after the process died: with ``lease >= 1.5 * unanswered_hold`` (the defaults:
-10 s and 5 s) a request the dead process left on its way is covered as an unanswered one is. A
+15 s and 10 s) a request the dead process left on its way is covered as an unanswered one is. A
 live slot is renewed every ``lease / 3`` (a timer per call; a call of a few milliseconds never
 renews), so a call may run longer than ``lease`` (a slow answer) without losing its slot; the
 lease only bounds how long a crashed process blocks capacity. If the event loop is blocked for
@@ -128,7 +129,14 @@ from typing import Any, Self
 from tim_async.errors import TimClosedError, TimConfigError, TimError, TimLimiterError
 from tim_async.limiter import LimiterClosedError
 
-__all__ = ["RedisLimiter", "TimLimiterError", "TimMissingExtraError"]
+__all__ = [
+    "DEFAULT_LEASE",
+    "DEFAULT_UNANSWERED_HOLD",
+    "PACE_MEMBER",
+    "RedisLimiter",
+    "TimLimiterError",
+    "TimMissingExtraError",
+]
 
 
 class TimMissingExtraError(TimError, ModuleNotFoundError):
@@ -148,6 +156,13 @@ except ImportError as _exc:  # pragma: no cover - tested in a subprocess that hi
     ) from _exc
 
 logger = logging.getLogger(__name__)
+
+#: How long a call that ended without an answer after sending keeps its slot beyond an answered
+#: one, in seconds: the default of :class:`~tim_async.limiter.SlidingWindowLimiter` too.
+DEFAULT_UNANSWERED_HOLD = 10.0
+#: How long a crashed process's call in flight keeps its slot (plus a period): at least
+#: ``1.5 * DEFAULT_UNANSWERED_HOLD``, so that its request, still on its way, is covered.
+DEFAULT_LEASE = 15.0
 
 #: The member of each sorted set that holds the pacing schedule (call members contain ':').
 PACE_MEMBER = "pace"
@@ -333,10 +348,10 @@ class RedisLimiter:
         period: float = 1.0,
         namespace: str = "tim_async",
         sdkappid: int | None = None,
-        lease: float = 10.0,
+        lease: float = DEFAULT_LEASE,
         jitter: float = 0.002,
         burst: int | None = None,
-        unanswered_hold: float = 5.0,
+        unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
             raise TimConfigError(f"rate must be an integer of at least 1, got {rate!r}")
@@ -346,8 +361,14 @@ class RedisLimiter:
             raise TimConfigError(f"lease must be positive, got {lease!r}")
         if not jitter >= 0:
             raise TimConfigError(f"jitter must not be negative, got {jitter!r}")
-        if not unanswered_hold >= 0:
-            raise TimConfigError(f"unanswered_hold must not be negative, got {unanswered_hold!r}")
+        if (
+            isinstance(unanswered_hold, bool)
+            or not isinstance(unanswered_hold, int | float)
+            or not 0 <= unanswered_hold < float("inf")
+        ):
+            raise TimConfigError(
+                f"unanswered_hold must be finite and >= 0 seconds, got {unanswered_hold!r}"
+            )
         if burst is None:
             # At least 2, so a timer that fires late does not push the schedule back; small, so
             # the stream stays smooth (the in-process limiter's default).
@@ -393,10 +414,10 @@ class RedisLimiter:
         period: float = 1.0,
         namespace: str = "tim_async",
         sdkappid: int | None = None,
-        lease: float = 10.0,
+        lease: float = DEFAULT_LEASE,
         jitter: float = 0.002,
         burst: int | None = None,
-        unanswered_hold: float = 5.0,
+        unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
         **redis_options: Any,
     ) -> Self:
         """A limiter with its own client (``redis.asyncio.Redis.from_url(url, **redis_options)``),
