@@ -265,10 +265,11 @@ asyncio.run(main(*sys.argv[1:4], sys.argv[4], json.loads(sys.argv[5]),
 async def test_processes_are_paced_with_small_bursts_at_the_server(
     redis_url: str, namespace: str
 ) -> None:
-    # A reduced rate keeps this cheap on 2 cores: at 40/s a paced stream has one call every
-    # 25 ms, so a 50 ms window holds the burst (2) and one more; without pacing the whole
-    # budget arrives at once.
-    rate, seconds, processes, tasks = 40, 3.0, 3, 8
+    # A reduced rate keeps this cheap on 2 cores: at 32/s a paced stream has one call every
+    # 31 ms, so a 50 ms window holds the burst (2) and one more; a fifth call would need the
+    # processes' lateness to squeeze 94 ms into 50 (pacing twice too fast would put five in
+    # 47 ms); without pacing the whole budget arrives at once.
+    rate, seconds, processes, tasks = 32, 3.0, 3, 8
     burst = max(2, rate // 50)
     async with FakeTimServer(rate_limit=rate) as server:
         body = seeded(server)
