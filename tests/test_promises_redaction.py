@@ -260,29 +260,18 @@ KINDS: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "usersig_query_cut_by_the_excerpt": (("sig_at_excerpt_edge",), {"TimTransportError",
                                                                     "TimOutcomeUnknownError"}),
     "connection_lost": (("connection_lost",), {"TimTransportError", "TimOutcomeUnknownError"}),
-    # Known holes, fixed by the session helper (issue 16.5): remove the xfail when it lands.
+    # The two holes issue 16.5 found (fixed in the session): an echo cut by the excerpt, and
+    # UserSigs forgotten after renewals.
     "usersig_json_field_cut_by_the_excerpt": (("usersig_field_cut",), {"TimTransportError",
                                                                        "TimOutcomeUnknownError"}),
     "old_usersig_echoed_after_renewals": (("expired", "expired", "expired", "echo_old_sigs"),
                                           {"TimAuthError"}),
 }  # fmt: skip
-AWAITING_SESSION_FIX = {
-    "usersig_json_field_cut_by_the_excerpt": (
-        "session fix 16.5: the excerpt is cut before redaction, so a UserSig echoed as a JSON "
-        "field and cut by the 200-byte limit survives in part"
-    ),
-    "old_usersig_echoed_after_renewals": (
-        "session fix 16.5: only the last two UserSigs are remembered for redaction"
-    ),
-}
 
 
 def _kind_params() -> Iterator[Any]:
     for kind in KINDS:
-        marks = []
-        if kind in AWAITING_SESSION_FIX:
-            marks.append(pytest.mark.xfail(reason=AWAITING_SESSION_FIX[kind], strict=True))
-        yield pytest.param(kind, id=kind, marks=marks)
+        yield pytest.param(kind, id=kind)
 
 
 def _texts(
