@@ -91,9 +91,12 @@ between processes.
 Cancellation: cancelling a waiting ``acquire`` costs no capacity: a reservation is removed
 again, and if the admission script is already on its way to Redis when the task is cancelled,
 the script is allowed to finish and a slot it granted is removed (the call was never sent).
-The pacing schedule is not rewound (other processes may have reserved after it): a cancelled
-reservation leaves a gap of one ``period / rate``. Cancelling a call that was admitted (while
-it runs) still records its finish.
+The same script moves the pacing schedule back by one ``period / rate``, so that it advances
+only for calls actually sent (otherwise callers whose deadline falls in their reservation
+sleep, cancelled again and again, would push it ever further ahead and starve everyone); when
+other reservations were made after the cancelled one, the next call may share an interval with
+one of them, a burst of two at most per cancellation, and the window is unaffected (pacing only
+smooths). Cancelling a call that was admitted (while it runs) still records its finish.
 
 Closing: :meth:`RedisLimiter.aclose` fails every call still waiting in this limiter (polling,
 queued, or sleeping until a reserved start) at once with
