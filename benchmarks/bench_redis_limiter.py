@@ -266,8 +266,8 @@ def main() -> None:
             rows.append(
                 [
                     limiter,
-                    statistics.median(s["busiest_second"] for s in mine),
-                    statistics.median(s["busiest_50ms"] for s in mine),
+                    f"{statistics.median(s['busiest_second'] for s in mine):g}",
+                    f"{statistics.median(s['busiest_50ms'] for s in mine):g}",
                     f"{statistics.median(s['sustained'] for s in mine) / args.rate:.1%}",
                     sum(s["outcomes"].get("60007", 0) for s in mine),
                 ]
