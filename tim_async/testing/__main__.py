@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group-id", default=DEFAULT_GROUP_ID)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-premium", action="store_true", help="answer 10008 / 10059")
+    parser.add_argument("--webhook-url", help="POST the webhooks of writes to this URL")
+    parser.add_argument(
+        "--webhook-token",
+        default=os.environ.get("TIM_WEBHOOK_TOKEN"),
+        help="sign webhooks with this token (default: $TIM_WEBHOOK_TOKEN)",
+    )
     return parser
 
 
@@ -83,6 +90,8 @@ async def serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         premium=not args.no_premium,
         log_requests=False,
+        webhook_url=args.webhook_url,
+        webhook_token=args.webhook_token or None,
     )
     if args.seed_groups:
         pairs = seed(server, args.group_id, args.seed_groups, args.keys_per_msg_max)
