@@ -130,7 +130,7 @@ async def test_c2c_extension_writes(setup: tuple[FakeTimServer, TimClient, Inbox
 
     # The write names the receiver first: the webhook still says who sent the message.
     await ext.set_key_values("bob", key, {"like": "1"}, from_account="alice")
-    await ext.set_key_values("alice", key, ["like"], operation="delete")
+    await ext.set_key_values("alice", key, ["like"], operation="delete", from_account="bob")
     await ext.set_key_values("bob", key, {"a": "x", "b": "y"})
     await server.webhooks.drain()
     pulled = await ext.get_key_values("bob", key, from_account="alice")
@@ -331,7 +331,8 @@ async def test_a_receiver_slower_than_the_timeout_is_a_failed_delivery() -> None
                 server.sdkappid, secret_key=server.secret_key, base_url=server.base_url
             ) as tim:
                 await tim.group_attr.modify_group_attr(gid, {"a": "1"})
-            await server.webhooks.drain()
+            # (30 s: only so that a delivery without a timeout fails instead of hanging)
+            await asyncio.wait_for(server.webhooks.drain(), 30)
             (delivery,) = server.webhook_deliveries
             assert delivery.status is None and "no answer within" in (delivery.error or "")
     finally:

@@ -196,7 +196,8 @@ async def test_reply_goes_out_before_a_slow_handler_finishes(http: aiohttp.Clien
 
     receiver = WebhookReceiver(APP, token=TOKEN, handler=slow, reply_within=0.05)
     async with receiver.serve() as url:
-        status, answer = await post(http, url, query())
+        # (30 s: only so that a receiver waiting for the handler fails instead of hanging)
+        status, answer = await asyncio.wait_for(post(http, url, query()), 30)
         # The answer arrived while the handler is still waiting to be released.
         assert (status, answer) == (200, OK)
         assert started.is_set() and not finished.is_set()
@@ -261,7 +262,7 @@ async def test_aclose_cancels_handlers_past_the_grace(
         async with receiver.serve() as url:
             assert (await post(http, url, query()))[0] == 200
             assert receiver.running == 1
-            await receiver.aclose(grace=0.01)
+            await asyncio.wait_for(receiver.aclose(grace=0.01), 30)  # 30: fail, never hang
     assert cancelled.is_set() and receiver.running == 0
     assert "cancelling 1 webhook handler" in caplog.text
 
