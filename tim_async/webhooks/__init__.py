@@ -30,6 +30,7 @@ from .events import (
     dedupe_key,
     parse_webhook,
 )
+from .mirror import ExtensionMirror, MirrorOutcome
 from .receiver import MAX_BODY_BYTES, OK_BODY, WebhookHandler, WebhookReceiver
 from .verify import WebhookVerificationError, sign, verify_webhook
 
@@ -40,10 +41,12 @@ __all__ = [
     "MAX_BODY_BYTES",
     "OK_BODY",
     "C2CMsgExtensionEvent",
+    "ExtensionMirror",
     "ExtensionOperation",
     "GroupAttrChangedEvent",
     "GroupAttrOperation",
     "GroupMsgExtensionEvent",
+    "MirrorOutcome",
     "TimWebhookError",
     "UnknownWebhookEvent",
     "WebhookBodyError",
