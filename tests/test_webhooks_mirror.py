@@ -121,19 +121,26 @@ OPS = st.lists(
             st.just(WebhookFault.DUPLICATE),
             st.floats(0, 0.03).map(WebhookFault.delay),
         ),
+        st.booleans(),  # wait for the deliveries before the next write
     ),
     min_size=1,
     max_size=10,
 )
 
 
-async def scenario(ops: list[tuple[str, list[str], WebhookFault | None]], c2c: bool) -> None:
-    states = model([(op, keys) for op, keys, _ in ops])
+Op = tuple[str, list[str], WebhookFault | None, bool]
+
+
+async def scenario(ops: list[Op], c2c: bool) -> None:
+    states = model([(op, keys) for op, keys, _, _ in ops])
     async with running(c2c) as h:
         h.states = states
-        h.server.webhooks.faults.script(fault for _, _, fault in ops)
-        for seq, (op, keys, _) in enumerate(ops, start=1):
+        await h.mirror.refresh()
+        h.server.webhooks.faults.script(fault for _, _, fault, _ in ops)
+        for seq, (op, keys, _, wait) in enumerate(ops, start=1):
             await write(h.tim, h.mirror.target, op, keys, seq)
+            if wait:
+                await h.server.webhooks.drain()
         await h.server.webhooks.drain()
         assert h.problems == []
         final = len(ops)
@@ -158,9 +165,7 @@ async def scenario(ops: list[tuple[str, list[str], WebhookFault | None]], c2c: b
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(ops=OPS, c2c=st.booleans())
-def test_mirror_equals_the_server_whatever_the_deliveries(
-    ops: list[tuple[str, list[str], WebhookFault | None]], c2c: bool
-) -> None:
+def test_mirror_equals_the_server_whatever_the_deliveries(ops: list[Op], c2c: bool) -> None:
     asyncio.run(scenario(ops, c2c))
 
 
