@@ -415,7 +415,7 @@ async def test_standalone_emulator_sends_webhooks() -> None:
             url,
             "--webhook-token",
             TOKEN,
-            "--seed-groups",
+            "--group-messages",
             "1",
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
