@@ -45,7 +45,13 @@ from tim_async.webhooks.verify import sign
 
 from .state import TimState
 
-__all__ = ["WebhookDelivery", "WebhookFault", "WebhookFaults", "WebhookSender"]
+__all__ = [
+    "WEBHOOK_COMMANDS",
+    "WebhookDelivery",
+    "WebhookFault",
+    "WebhookFaults",
+    "WebhookSender",
+]
 
 log = logging.getLogger("tim_async.testing")
 
@@ -60,6 +66,10 @@ _ATTR_OPS: Final = {
     _GROUP + "delete_group_attr": "delete",
     _GROUP + "clear_group_attr": "clear",
 }
+#: the REST commands ("service/command") whose applied requests send a webhook
+WEBHOOK_COMMANDS: Final = frozenset(
+    {_EXT + "group_set_key_values", _EXT + "set_key_values", *_ATTR_OPS}
+)
 
 
 # --------------------------------------------------------------------------- faults
