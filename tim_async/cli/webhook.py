@@ -54,9 +54,11 @@ __all__ = ["ENV_WEBHOOK_TOKEN", "DemoWebhooks", "event_record", "listen", "regis
 def event_record(event: WebhookEvent) -> dict[str, Any]:
     """The JSON object printed for one event: ``command``, ``dedupe_key`` and the event's
     fields (items as ``{key, value, seq}``, operations as their wire meaning)."""
-    fields = attrs.asdict(event, recurse=True, retain_collection_types=False)
+    fields = attrs.asdict(event, recurse=True)
     if "operation" in fields:
         fields["operation"] = str(fields["operation"])
+    if "items" in fields:
+        fields["items"] = list(fields["items"])
     return {"command": event.command, "dedupe_key": event.dedupe_key, **fields}
 
 
@@ -65,7 +67,10 @@ class _StderrLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
-            err(record.getMessage().replace("\n", " "))
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f": {record.exc_info[1]!r}"
+            err(message.replace("\n", " "))
 
 
 def _sdkappid(args: argparse.Namespace) -> int:
