@@ -156,7 +156,7 @@ async def test_listen_prints_verified_events_and_refusals(http: aiohttp.ClientSe
             async with http.post(listener.url, params=params, data=SAMPLE) as response:
                 assert response.status == status
             line = await listener.stderr_line()
-            assert f"HTTP {status}" in line and line.count("\n") == 1
+            assert line.startswith("tim-async: webhook ") and f"HTTP {status}" in line
     finally:
         code, err, out = await stop(listener)
     assert code == 0 and "stopped" in err
