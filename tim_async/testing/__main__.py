@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="act as a free edition: extensions answer 10008, counters 10059",
     )
+    server.add_argument("--webhook-url", help="POST the webhook of every applied write to this URL")
+    server.add_argument(
+        "--webhook-token",
+        default=os.environ.get("TIM_WEBHOOK_TOKEN"),
+        help="sign the webhooks with this token (default: $TIM_WEBHOOK_TOKEN)",
+    )
     seeding = parser.add_argument_group("seeding")
     seeding.add_argument(
         "--no-examples",
@@ -170,12 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     seeding.add_argument("--c2c-to", default="bob", help="receiver (default bob)")
     seeding.add_argument(
         "--seed", type=int, default=None, help="random seed: same flags, same data"
-    )
-    server.add_argument("--webhook-url", help="POST the webhook of every applied write to this URL")
-    server.add_argument(
-        "--webhook-token",
-        default=os.environ.get("TIM_WEBHOOK_TOKEN"),
-        help="sign the webhooks with this token (default: $TIM_WEBHOOK_TOKEN)",
     )
     return parser
 
