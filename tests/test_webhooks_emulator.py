@@ -438,3 +438,20 @@ async def test_standalone_emulator_sends_webhooks() -> None:
         finally:
             proc.terminate()
             await proc.wait()
+
+
+async def test_no_delivery_record_without_the_request_log() -> None:
+    inbox = Inbox()
+    receiver = WebhookReceiver(1400000000, handler=inbox)
+    async with (
+        receiver.serve() as url,
+        FakeTimServer(webhook_url=url, log_requests=False) as server,
+    ):
+        gid = server.create_group()
+        async with TimClient(
+            server.sdkappid, secret_key=server.secret_key, base_url=server.base_url
+        ) as tim:
+            await tim.group_attr.modify_group_attr(gid, {"a": "1"})
+        await server.webhooks.drain()
+        assert len(await inbox.wait_for(1)) == 1
+        assert server.webhook_deliveries == []  # a long-running emulator keeps none

@@ -104,7 +104,11 @@ class FakeTimServer:
         self.app = create_app(self.emulator)
         #: the webhooks sent after writes (tim_async.testing.webhook_delivery)
         self.webhooks = WebhookSender(
-            self.state, sdkappid=self.sdkappid, url=webhook_url, token=webhook_token
+            self.state,
+            sdkappid=self.sdkappid,
+            url=webhook_url,
+            token=webhook_token,
+            record=log_requests,
         )
         self.emulator.on_write = self.webhooks.after_write
         self._runner: web.AppRunner | None = None

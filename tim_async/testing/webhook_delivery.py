@@ -191,7 +191,8 @@ class WebhookSender:
     """Builds and sends the emulator's webhooks (see the module docstring).
 
     ``url`` None sends nothing (the default); ``url`` and ``token`` can be changed while the
-    emulator runs. ``timeout`` is how long a delivery waits for the answer (Tencent: 2 s)."""
+    emulator runs. ``timeout`` is how long a delivery waits for the answer (Tencent: 2 s);
+    ``record=False`` keeps no :attr:`deliveries` (they would grow without bound)."""
 
     def __init__(
         self,
@@ -201,8 +202,11 @@ class WebhookSender:
         url: str | None = None,
         token: str | None = None,
         timeout: float = 2.0,
+        record: bool = True,
     ) -> None:
         self.state = state
+        #: keep :attr:`deliveries` (off for a long-running standalone emulator)
+        self.record = record
         self.sdkappid = int(sdkappid)
         self.url = url
         self.token = token
@@ -337,7 +341,7 @@ class WebhookSender:
         self, callback: str, payload: dict[str, Any], client_ip: str, fault: WebhookFault | None
     ) -> None:
         if fault is not None and fault.kind == "drop":
-            self.deliveries.append(
+            self._record(
                 WebhookDelivery(callback, None, 0.0, "dropped (injected fault)", payload, {}, fault)
             )
             return
@@ -384,11 +388,15 @@ class WebhookSender:
         except aiohttp.ClientError as exc:
             error = f"{type(exc).__name__}: {exc}"
         latency = time.monotonic() - started
-        self.deliveries.append(
+        self._record(
             WebhookDelivery(callback, status, latency, error, payload, query, fault, answer)
         )
         if error is not None:
             log.debug("webhook %s to %s failed: %s", callback, url, error)
+
+    def _record(self, delivery: WebhookDelivery) -> None:
+        if self.record:
+            self.deliveries.append(delivery)
 
     async def drain(self) -> None:
         """Wait until every delivery started so far has finished (delays included)."""
