@@ -129,7 +129,12 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
-from tim_async.errors import TimClosedError, TimConfigError, TimError, TimLimiterError
+from tim_async.errors import (
+    TimClosedError,
+    TimConfigError,
+    TimLimiterError,
+    TimMissingExtraError,
+)
 from tim_async.limiter import LimiterClosedError
 
 __all__ = [
@@ -140,11 +145,6 @@ __all__ = [
     "TimLimiterError",
     "TimMissingExtraError",
 ]
-
-
-class TimMissingExtraError(TimError, ModuleNotFoundError):
-    """An optional dependency of tim_async is not installed; the message names the extra and
-    the command that installs it (from PyPI and from a checkout)."""
 
 
 try:
