@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -89,24 +89,26 @@ async def test_without_token_only_the_app_is_checked(http: aiohttp.ClientSession
 
 
 @pytest.mark.parametrize(
-    ("params", "status", "field"),
+    ("make_params", "status", "field"),
     [
-        (query(app=APP + 1), 403, "SdkAppid"),
-        ({k: v for k, v in query().items() if k != "SdkAppid"}, 403, "SdkAppid"),
-        (query(token="another-token"), 401, "Sign"),
-        ({k: v for k, v in query().items() if k != "Sign"}, 401, "Sign"),
-        (query(None), 401, "Sign"),
-        (query(age=120), 401, "RequestTime"),
-        (query(age=-120), 401, "RequestTime"),
+        # Built inside the test: a RequestTime stamped at collection could age past max_age.
+        (lambda: query(app=APP + 1), 403, "SdkAppid"),
+        (lambda: {k: v for k, v in query().items() if k != "SdkAppid"}, 403, "SdkAppid"),
+        (lambda: query(token="another-token"), 401, "Sign"),
+        (lambda: {k: v for k, v in query().items() if k != "Sign"}, 401, "Sign"),
+        (lambda: query(None), 401, "Sign"),
+        (lambda: query(age=120), 401, "RequestTime"),
+        (lambda: query(age=-120), 401, "RequestTime"),
     ],
 )
 async def test_refused_requests_never_reach_the_handler(
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
-    params: dict[str, str],
+    make_params: Callable[[], dict[str, str]],
     status: int,
     field: str,
 ) -> None:
+    params = make_params()
     recorder = Recorder()
     receiver = WebhookReceiver(APP, token=TOKEN, handler=recorder)
     with caplog.at_level(logging.WARNING, logger="tim_async.webhooks"):
