@@ -5,6 +5,7 @@ REST API for tests is in :mod:`tim_async.testing`.
 """
 
 from .client import TimClient
+from .endpoints.bulk import C2CMessage, GroupMessage, PullResult, PullStats
 from .limiter import RateLimiter, SlidingWindowLimiter
 from .models import CounterMode, ExtensionItem, ExtensionList, ExtensionPage, SetKeyResult
 from .regions import Region
@@ -13,10 +14,14 @@ from .retry import RetryPolicy
 __version__ = "0.1.0"
 
 __all__ = [
+    "C2CMessage",
     "CounterMode",
     "ExtensionItem",
     "ExtensionList",
     "ExtensionPage",
+    "GroupMessage",
+    "PullResult",
+    "PullStats",
     "RateLimiter",
     "Region",
     "RetryPolicy",
