@@ -29,8 +29,6 @@ from __future__ import annotations
 
 from tim_async.cli.main import build_parser, main
 from tim_async.cli.options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
-from tim_async.cli.progress import BulkCounters
-from tim_async.cli.pull_bulk import pull_bulk
 from tim_async.cli.targets import C2CTarget, GroupTarget, MalformedTargetError, parse_target_line
 
 __all__ = [
@@ -38,7 +36,6 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "BulkCounters",
     "C2CTarget",
     "GroupTarget",
     "MalformedTargetError",
@@ -46,5 +43,4 @@ __all__ = [
     "build_parser",
     "main",
     "parse_target_line",
-    "pull_bulk",
 ]

@@ -17,7 +17,7 @@ from tim_async.cli.options import (
     UsageError,
     add_connection_options,
 )
-from tim_async.cli.output import err
+from tim_async.cli.output import StdoutClosed, err, quiet_stdout
 from tim_async.cli.registry import Commands, Handler
 from tim_async.errors import TimError, TimTypeError, TimValidationError
 
@@ -79,4 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except TimError as exc:
         err(f"error: {exc}")
+        return EXIT_FAILED
+    except StdoutClosed:
+        return EXIT_FAILED  # the reader went away (e.g. `| true`): quietly, like pull-bulk
+    except OSError as exc:  # e.g. stdout on a full disk
+        err(f"error: cannot write the result: {exc.strerror or exc}")
+        quiet_stdout()
         return EXIT_FAILED

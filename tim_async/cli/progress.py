@@ -1,35 +1,16 @@
-"""The progress line of a bulk pull and the counters it reads."""
+"""The progress line of a bulk pull (reads the run's :class:`~tim_async.PullStats`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import shutil
 import time
 from collections.abc import Callable
 from typing import TextIO
 
 from tim_async.cli.output import isatty
-
-
-@dataclasses.dataclass
-class BulkCounters:
-    """What a bulk pull has done so far (read by the progress line and the summaries)."""
-
-    done: int = 0
-    ok: int = 0
-    failed: int = 0
-    #: pages read so far (answers received, failed targets' partial walks included)
-    pages: int = 0
-    items: int = 0
-    started: float = dataclasses.field(default_factory=time.monotonic)
-    finished: float | None = None
-
-    @property
-    def elapsed(self) -> float:
-        end = self.finished if self.finished is not None else time.monotonic()
-        return max(end - self.started, 1e-9)
+from tim_async.endpoints.bulk import PullStats
 
 
 def _clock(seconds: float) -> str:
@@ -43,12 +24,13 @@ class Progress:
     """A one-line progress display (done/total, bar, calls/s, ETA) redrawn a few times a second
     on a terminal. Disabled (nothing is written) when ``stream`` is not a terminal.
 
-    ``calls`` returns the answers received so far; the rate shown is over the last 3 s."""
+    ``calls`` returns the calls admitted in the last sliding second (see
+    :mod:`tim_async.cli.meter`): the rate shown never exceeds what the server counts."""
 
     def __init__(
         self,
         stream: TextIO,
-        counters: BulkCounters,
+        counters: PullStats,
         *,
         total: int | None,
         calls: Callable[[], int],

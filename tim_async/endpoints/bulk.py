@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
@@ -309,7 +309,7 @@ async def pull_many(
     concurrency: int,
     start_seq: int,
     stats: PullStats | None,
-) -> AsyncIterator[PullResult]:
+) -> AsyncGenerator[PullResult, None]:
     """The engine of :meth:`MsgExt.pull_many` (arguments already checked there)."""
     stats = stats if stats is not None else PullStats()
     stats.started = time.monotonic()

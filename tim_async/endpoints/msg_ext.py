@@ -8,7 +8,14 @@ and a message sent with ``SupportMessageExtension: 1``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import attrs
@@ -373,7 +380,7 @@ class MsgExt:
         concurrency: int = 64,
         start_seq: int = 0,
         stats: PullStats | None = None,
-    ) -> AsyncIterator[PullResult]:
+    ) -> AsyncGenerator[PullResult, None]:
         """Pull the extensions of many messages concurrently; yields a
         :class:`~tim_async.endpoints.bulk.PullResult` per target, in completion order.
 
