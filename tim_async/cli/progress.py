@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import time
 from collections.abc import Callable
 from typing import TextIO
 
@@ -48,20 +47,13 @@ class Progress:
         self._interval = interval
         self.enabled = isatty(stream) if enabled is None else enabled
         self._task: asyncio.Task[None] | None = None
-        self._samples: list[tuple[float, int]] = []
         self._drawn = False
 
     def render(self, width: int) -> str:
         """The progress line, at most ``width - 1`` columns: ``[bar] done/total pct
         rate/limit calls/s ETA``; the bar shrinks (or goes) on a narrow terminal."""
         c = self._counters
-        now = time.monotonic()
-        calls = self._calls()
-        self._samples.append((now, calls))
-        while len(self._samples) > 2 and now - self._samples[0][0] > 3.0:
-            self._samples.pop(0)
-        t0, calls0 = self._samples[0]
-        rate = (calls - calls0) / (now - t0) if now - t0 > 0.05 else 0.0
+        rate = self._calls()  # admitted in the last sliding second: what the server counts
         limit = f"/{self._limit}" if self._limit else ""
         parts: list[str] = []
         if self.total:
@@ -69,7 +61,7 @@ class Progress:
             parts.append(f"{c.done:,}/{self.total:,} {fraction:4.0%}")
         else:
             parts.append(f"{self._label} {c.done:,}")
-        parts.append(f"{rate:.1f}{limit} calls/s")
+        parts.append(f"{rate}{limit} calls/s")
         if self.total and c.done:
             per_target = c.elapsed / c.done
             parts.append(f"ETA {_clock((self.total - c.done) * per_target)}")
