@@ -165,8 +165,9 @@ Read targets (a file, or stdin when TARGETS is omitted or '-'), one per line:
 A first line naming the columns (group,msg_seq / to,msg_key,from) is skipped, so
 are blank lines and lines starting with '#'; other JSON keys are ignored.
 
-Targets are pulled concurrently at the rate limit by a fixed pool of workers that
-read the input as they go (memory stays bounded), and one JSON line per target is
+Targets are pulled concurrently at the rate limit (tim.msg_ext.pull_many: group
+and one-to-one targets each through their own command's budget), reading the
+input as it goes (memory stays bounded), and one JSON line per target is
 written to stdout as it completes (not in input order): the target, its input
 "line", then items/latest_seq/clear_seq, or "error": {code, type, message}. A
 failed target does not stop the run. Progress goes to stderr when it is a terminal.
@@ -194,7 +195,7 @@ def register(commands: Commands) -> None:
         type=int_range(1, MAX_CONCURRENCY),
         default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help=f"targets in flight at once [default {DEFAULT_CONCURRENCY}]",
+        help=f"targets in flight at once per REST command [default {DEFAULT_CONCURRENCY}]",
     )
     bulk.add_argument(
         "-q", "--quiet", action="store_true", help="no summary line on stderr at the end"
