@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from test_cli import TIMEOUT, Result, _check_output, cli_env, run_cli
 
+from tim_async.cli import main
 from tim_async.cli.demo import busiest_second
 from tim_async.testing import FakeTimServer, Fault
 from tim_async.testing.redis_server import redis_server
@@ -166,18 +167,28 @@ async def test_call_not_idempotent_is_never_resent(server: FakeTimServer) -> Non
         (["call", "no-slash", "--body", "{}"], "SERVICE/COMMAND"),
     ],
 )
-async def test_bad_arguments_exit_2_naming_the_argument_and_send_nothing(
-    server: FakeTimServer, args: list[str], named: str
+def test_bad_arguments_exit_2_naming_the_argument_and_send_nothing(
+    args: list[str], named: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = await run_cli(*args, env=cli_env(server))
-    assert result.rc == 2, result.err
-    assert named in result.err
-    assert result.out == ""
-    assert server.requests == []
-    if not named.isupper() or named.startswith("--"):
-        # our own checks print one line (argparse's own errors add a usage line)
-        lines = [line for line in result.err.splitlines() if not line.startswith(("usage", " "))]
-        assert len(lines) == 1, result.err
+    """In-process (``main(argv)``); the address is a closed port, so a request sent by mistake
+    would end in exit 1 (connection refused), not 2."""
+    for name in list(os.environ):
+        if name.startswith("TIM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TIM_SDKAPPID", "1400000000")
+    monkeypatch.setenv("TIM_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("TIM_BASE_URL", "http://127.0.0.1:9")
+    try:
+        code = main([*args, "--max-retries", "0"])
+    except SystemExit as exc:  # argparse's own errors exit through SystemExit
+        code = exc.code
+    assert code == 2
+    captured = capsys.readouterr()
+    assert named in captured.err
+    assert captured.out == ""
+    assert "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if not line.startswith(("usage", " "))]
+    assert len(lines) == 1, captured.err  # one line naming the argument (plus argparse's usage)
 
 
 # =========================================================================== flags and variables
