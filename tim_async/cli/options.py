@@ -189,7 +189,8 @@ def client_options(
         "timeout": getattr(args, "timeout", 10.0),
         "max_retries": getattr(args, "max_retries", 3),
     }
-    if region is not None:
+    if region is not None and base_url is None:
+        # --base-url overrides the region (the README's table); the region is still checked
         options["region"] = region
     return options
 
