@@ -207,7 +207,8 @@ async def test_a_flag_wins_over_its_variable_for_every_connection_option(
         ({"TIM_BASE_URL": "http://127.0.0.1:9"}, ["--base-url", server.base_url]),
         ({"TIM_REGION": "atlantis"}, ["--region", "singapore"]),
     ]
-    for variable, flags in cases:
+
+    async def case(variable: dict[str, str], flags: list[str]) -> None:
         env = {**good, **variable}
         # the variable alone is bad (the command fails) ...
         alone = await run_cli("attr", "get", "--group", gid, "--max-retries", "0", env=env)
@@ -216,6 +217,8 @@ async def test_a_flag_wins_over_its_variable_for_every_connection_option(
         both = await run_cli("attr", "get", "--group", gid, *flags, env=env)
         assert both.rc == 0, (variable, both.err)
         assert both.records()[0]["attrs"] == {"t": "1"}
+
+    await asyncio.gather(*(case(variable, flags) for variable, flags in cases))
     # the UserSig: a bad TIM_USERSIG loses against --usersig
     env = {k: v for k, v in good.items() if k != "TIM_SECRET_KEY"}
     env["TIM_USERSIG"] = "bad-usersig"
