@@ -60,6 +60,7 @@ def _seed_bulk(server: FakeTimServer, messages: int, seed: int) -> tuple[str, li
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     """``demo``: start the emulator in-process and drive the whole SDK against it."""
+    from tim_async.cli.webhook import DemoWebhooks
     from tim_async.client import TimClient
     from tim_async.testing import FakeTimServer, Fault
 
@@ -82,10 +83,12 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             rate_limit=rate,
             limiter=meter,
         ) as tim:
+            webhooks = await DemoWebhooks.start(server, checks)
             try:
                 await _demo_endpoints(tim, server, checks)
             except Exception as exc:  # report it as a failed check and go on to the bulk pull
                 checks.check("endpoint walk-through", False, f"{type(exc).__name__}: {exc}")
+            await webhooks.finish(tim)
 
             gid, seqs = _seed_bulk(server, args.messages, args.seed)
             injected = [Fault.http(502), Fault.code(10002)] * 4

@@ -8,7 +8,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from tim_async.cli import commands, demo, pull_bulk, writes
+from tim_async.cli import commands, demo, pull_bulk, webhook, writes
 from tim_async.cli.options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -22,7 +22,7 @@ from tim_async.cli.registry import Commands, Handler
 from tim_async.errors import TimError, TimTypeError, TimValidationError
 
 #: the command modules, in the order of ``--help``; each has ``register(commands)``
-COMMAND_MODULES = (demo, commands, pull_bulk, writes)
+COMMAND_MODULES = (demo, commands, pull_bulk, writes, webhook)
 
 #: the command groups: name -> (help, description)
 GROUPS = {
