@@ -7,6 +7,7 @@ Start with :class:`TimClient`; the error classes are importable from here and fr
 
 from ._connect import connection_trace
 from .client import TimClient
+from .endpoints.bulk import C2CMessage, GroupMessage, PullResult, PullStats
 from .errors import (
     TimAPIError,
     TimAppConfigAuthError,
@@ -44,10 +45,14 @@ from .retry import RetryPolicy
 __version__ = "0.1.0"
 
 __all__ = [
+    "C2CMessage",
     "CounterMode",
     "ExtensionItem",
     "ExtensionList",
     "ExtensionPage",
+    "GroupMessage",
+    "PullResult",
+    "PullStats",
     "RateLimiter",
     "Region",
     "RetryPolicy",
