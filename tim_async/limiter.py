@@ -80,6 +80,12 @@ class Slot(Protocol):
         the server later, so the slot must stay held longer than for an answered call."""
         ...
 
+    def unsent(self) -> None:
+        """The call was admitted but its request was never sent (too little of its timeout was
+        left for an answer): nothing can arrive at the server, so the slot may be given back
+        at once. Optional: the session calls it only where a slot has it."""
+        ...
+
 
 @runtime_checkable
 class RateLimiter(Protocol):
@@ -317,6 +323,11 @@ class _CommandLimiter:
         self.window.finish(self._loop.time(), answered=answered)
         self._wake_room()
 
+    def give_back(self) -> None:
+        """An admitted call that was never sent: its slot is free at once (nothing arrived)."""
+        self.window.in_flight -= 1
+        self._wake_room()
+
     def waiting(self) -> int:
         return sum(1 for fut in self._waiters if not fut.done())
 
@@ -431,7 +442,10 @@ class SlidingWindowLimiter:
         try:
             yield slot
         finally:
-            limiter.release(slot.answered)
+            if slot.sent:
+                limiter.release(slot.answered)
+            else:
+                limiter.give_back()
 
     async def aclose(self) -> None:
         """Calls still waiting for a slot, and any later call, raise
@@ -450,13 +464,17 @@ class SlidingWindowLimiter:
 class _WindowSlot:
     """One admitted call of a :class:`SlidingWindowLimiter`."""
 
-    __slots__ = ("answered",)
+    __slots__ = ("answered", "sent")
 
     def __init__(self) -> None:
         self.answered = True
+        self.sent = True
 
     def unanswered(self) -> None:
         self.answered = False
+
+    def unsent(self) -> None:
+        self.sent = False
 
 
 class UnlimitedLimiter:
@@ -479,6 +497,9 @@ class _NullSlot:
         return self
 
     def unanswered(self) -> None:
+        return None
+
+    def unsent(self) -> None:
         return None
 
     async def __aexit__(self, *exc: object) -> None:

@@ -719,6 +719,11 @@ class _Slot:
         ``unanswered_hold`` later (see :meth:`tim_async.limiter.Slot.unanswered`)."""
         self.answered = False
 
+    def unsent(self) -> None:
+        """The call was never sent. Its slot is still recorded as an answered call's (held one
+        period): giving it back early across processes is not worth another script."""
+        return None
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,

@@ -41,7 +41,7 @@ from .limiter import RateLimiter, Slot
 from .retry import Failure, RetryPolicy
 from .usersig import UserSigProvider
 
-__all__ = ["MAX_ANSWER_BYTES", "CallStats", "Session"]
+__all__ = ["MAX_ANSWER_BYTES", "MIN_SEND_TIME", "CallStats", "Session"]
 
 logger = logging.getLogger("tim_async")
 
@@ -58,6 +58,10 @@ _EXCERPT = 200
 #: of 200 pairs is at most ~1.3 MB even with every byte JSON-escaped); a longer body (a broken
 #: proxy, an endless stream) is cut off instead of filling memory until the timeout.
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
+#: An attempt admitted with less than this left of its call's timeout is not sent (it could not
+#: be answered in time, and would hold its slot for the limiter's unanswered_hold): the call
+#: fails as a timeout, unsent, and the slot is given back.
+MIN_SEND_TIME = 0.005
 
 
 @attrs.define
@@ -350,6 +354,14 @@ class Session:
                     waiting.discard(task)
                     if self._closed:
                         raise self._closed_error()
+                    if deadline - asyncio.get_running_loop().time() < MIN_SEND_TIME:
+                        # Too little of the timeout is left for an answer: sending now would
+                        # only make an unanswered call, which holds its slot for the
+                        # limiter's unanswered_hold. Nothing was sent: give the slot back.
+                        unsent = getattr(slot, "unsent", None)  # optional in the protocol
+                        if unsent is not None:
+                            unsent()
+                        raise TimeoutError
                     index = self._base_index
                     usersig = self._usersig.current()
                     if usersig is not self._last_sig:
