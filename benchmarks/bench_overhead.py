@@ -31,13 +31,14 @@ session's (call - tuned) and the models' (sdk - call, also per pair); the emulat
 more than wall time).
 
 ``--profile`` also runs the SDK loop once per size under ``cProfile`` and prints the share of CPU
-spent in ``tim_async``'s own functions and the costliest of them. ``--memory`` (no server
-needed) decodes ``--memory-pulls`` one-page answers of each size through the walk (a fake caller
-handing out freshly parsed answers), keeps every resulting ``ExtensionList`` and prints the
-memory they hold per pair (``tracemalloc``), before and after their items are first read.
+spent in ``tim_async``'s own functions and the costliest of them. ``--local`` (no server)
+measures the typed layer alone with a fake caller handing out freshly parsed answers: its CPU per
+call for each ``--use`` (fastest of 5 runs, steadier than the live figures on a loaded machine),
+and the memory held per pair (``tracemalloc``) by ``--memory-pulls`` kept ``ExtensionList``s,
+before and after their items are first read.
 
 Usage: ``python benchmarks/bench_overhead.py [--rounds 5] [--calls 3000] [--concurrency 32]
-[--sizes 50,200] [--use len|items|dict] [--profile] [--memory]``
+[--sizes 50,200] [--use len|items|dict] [--profile] [--local]``
 """
 
 from __future__ import annotations
@@ -371,6 +372,35 @@ def memory_per_pair(size: int, pulls: int) -> tuple[float, float, float]:
     return held / pairs, touched / pairs, strings / pairs
 
 
+def models_cpu_per_call(size: int, use: str, calls: int = 2000, repeats: int = 5) -> float:
+    """CPU microseconds per ``group_get_key_values`` spent in the typed layer alone (input
+    checks, request body, decoding, walk, merged list, and what ``use`` reads), with a fake
+    caller: the fastest of ``repeats`` runs, less the ``orjson.loads`` every loop pays."""
+    raw = _answer_bytes(size)
+    ext = MsgExt(_PageCaller(raw))  # type: ignore[arg-type]
+    consume = USES[use][0]
+
+    async def run() -> float:
+        for _ in range(200):
+            consume(await ext.group_get_key_values(GROUP_ID, 1))
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.process_time()
+            for _ in range(calls):
+                consume(await ext.group_get_key_values(GROUP_ID, 1))
+            best = min(best, time.process_time() - start)
+        return best
+
+    best = asyncio.run(run())
+    loads = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        for _ in range(calls):
+            orjson.loads(raw)
+        loads = min(loads, time.process_time() - start)
+    return 1e6 * (best - loads) / calls
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -382,7 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default="50,200", help="items per page, comma-separated")
     parser.add_argument("--use", choices=sorted(USES), default="len", help="what is read")
     parser.add_argument("--profile", action="store_true", help="also profile one SDK run")
-    parser.add_argument("--memory", action="store_true", help="only measure memory per pulled pair")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="no server: the typed layer's CPU per call and memory per pulled pair",
+    )
     parser.add_argument("--memory-pulls", type=int, default=2000)
     return parser
 
@@ -476,7 +510,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--sizes in 1..200 (one page); --rounds and --calls >= 1", file=sys.stderr)
         return 2
     _common.print_machine()
-    if args.memory:
+    if args.local:
+        print("\ntyped layer alone (fake caller, fastest of 5 runs of 2,000 calls), CPU us/call")
+        for size in sizes:
+            cpu = {use: models_cpu_per_call(size, use) for use in sorted(USES)}
+            print(
+                f"  {size} pairs/page: "
+                + ", ".join(f"--use {u}: {c:.1f} ({c / size:.3f}/pair)" for u, c in cpu.items())
+            )
         print(f"\nmemory held per pulled pair, {args.memory_pulls} one-page pulls kept")
         for size in sizes:
             held, touched, strings = memory_per_pair(size, args.memory_pulls)

@@ -10,7 +10,7 @@ import enum
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -139,17 +139,6 @@ class _LazyItems:
         return _items_rows(self.items)  # type: ignore[attr-defined]
 
 
-_L = TypeVar("_L", bound=_LazyItems)
-
-
-def _new_lazy(cls: type[_L], rows: Rows, **fields: Any) -> _L:
-    obj = object.__new__(cls)
-    object.__setattr__(obj, "_rows", rows)
-    for name, value in fields.items():
-        object.__setattr__(obj, name, value)
-    return obj
-
-
 @attrs.frozen
 class ExtensionPage(_LazyItems):
     """One page of a message extension pull, as yielded by ``iter_group_key_values`` /
@@ -276,30 +265,39 @@ def _transpose(triples: list[tuple[str, str, int]]) -> Rows:
     return keys, values, seqs
 
 
+def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
+    return setter
+
+
+_set_page_rows = _slot_setter(ExtensionPage, "_rows")
+_set_page_complete = _slot_setter(ExtensionPage, "complete")
+_set_page_latest = _slot_setter(ExtensionPage, "latest_seq")
+_set_page_clear = _slot_setter(ExtensionPage, "clear_seq")
+_set_list_rows = _slot_setter(ExtensionList, "_rows")
+_set_list_latest = _slot_setter(ExtensionList, "latest_seq")
+_set_list_clear = _slot_setter(ExtensionList, "clear_seq")
+
+
 def _lazy_page(rows: Rows, complete: bool, latest_seq: int, clear_seq: int) -> ExtensionPage:
     """Internal: an :class:`ExtensionPage` of checked ``rows`` whose items are built on first
     use."""
-    return _new_lazy(
-        ExtensionPage, rows, complete=complete, latest_seq=latest_seq, clear_seq=clear_seq
-    )
+    page: ExtensionPage = object.__new__(ExtensionPage)
+    _set_page_rows(page, rows)
+    _set_page_complete(page, complete)
+    _set_page_latest(page, latest_seq)
+    _set_page_clear(page, clear_seq)
+    return page
 
 
 def _lazy_list(rows: Rows, latest_seq: int, clear_seq: int) -> ExtensionList:
     """Internal: an :class:`ExtensionList` of checked ``rows`` whose invariants the caller
     guarantees (keys unique, sorted by seq, all above ``clear_seq``), built without
     re-checking them; its items are built on first use."""
-    return _new_lazy(ExtensionList, rows, latest_seq=latest_seq, clear_seq=clear_seq)
-
-
-def _trusted_list(
-    items: tuple[ExtensionItem, ...], latest_seq: int, clear_seq: int
-) -> ExtensionList:
-    """Internal: an :class:`ExtensionList` whose invariants the caller guarantees (items unique
-    by key, sorted by seq, all above ``clear_seq``), built without re-checking them."""
     result: ExtensionList = object.__new__(ExtensionList)
-    object.__setattr__(result, "items", items)
-    object.__setattr__(result, "latest_seq", latest_seq)
-    object.__setattr__(result, "clear_seq", clear_seq)
+    _set_list_rows(result, rows)
+    _set_list_latest(result, latest_seq)
+    _set_list_clear(result, clear_seq)
     return result
 
 
