@@ -476,7 +476,7 @@ def test_pages_of_a_walk_build_their_items_on_first_read() -> None:
 
     asyncio.run(run())
     (page,) = pages
-    assert page._rows is not None and len(page) == 2
+    assert page._rows is not None and len(page._columns()[0]) == 2
     assert page.items == (ExtensionItem("a", "1", 1), ExtensionItem("b", "2", 3))
     assert page._rows is None
     assert page == ExtensionPage(list(page.items), True, 3, 0)

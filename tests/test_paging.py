@@ -394,7 +394,7 @@ async def test_malformed_pair_on_a_later_page_raises_from_that_call() -> None:
                 pages.append(page)
     assert "$.ExtensionList[49].Value" in str(info.value)
     assert len(caller.calls) == 2
-    assert len(pages) == 1 and len(pages[0]) == 50
+    assert len(pages) == 1 and len(pages[0].items) == 50
 
 
 @pytest.mark.parametrize("flag", [2, -1, True, "1", None])

@@ -162,10 +162,6 @@ class ExtensionPage(_LazyItems):
         (None for a page built from items)."""
         return None
 
-    def __len__(self) -> int:
-        rows = self._rows
-        return len(self.items) if rows is None else len(rows[0])
-
 
 @attrs.frozen
 class ExtensionList(_LazyItems):
