@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+import types
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -392,6 +393,83 @@ async def test_lone_surrogate_in_an_id_is_refused_naming_the_field(
     assert server.requests == []
     assert isinstance(caught.value, ValueError | TypeError)
     assert str(caught.value).startswith(field), str(caught.value)
+
+
+class RepeatingMapping(Mapping[str, str]):
+    """A Mapping (not a dict) whose ``items()`` repeat a key, as a careless wrapper might."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+
+    def __getitem__(self, key: str) -> str:
+        return dict(self._pairs)[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
+@pytest.mark.parametrize(
+    ("method", "field"),
+    [
+        ("group_attr.modify_group_attr", "attrs"),
+        ("group_attr.set_group_attr", "attrs"),
+        ("msg_ext.group_set_key_values", "values"),
+        ("msg_ext.set_key_values", "values"),
+    ],
+)
+async def test_a_mapping_that_repeats_a_key_is_refused(
+    tim: TimClient, server: FakeTimServer, method: str, field: str
+) -> None:
+    valid, _ = METHODS[method]
+    repeated = RepeatingMapping([("k", "1"), ("other", "2"), ("k", "3")])
+    with pytest.raises(errors.TimValidationError, match="duplicate key 'k'") as caught:
+        await invoke(tim, method, {**valid, field: repeated})
+    assert caught.value.field == field
+    assert server.requests == []
+
+
+def test_a_secret_key_that_is_not_utf8_is_refused_at_construction() -> None:
+    # os.environ turns undecodable bytes into lone surrogates.
+    key = "0123456789abcdef\udcff\udcfe0123456789abcdef"
+    with pytest.raises(errors.TimConfigError, match="secret_key") as caught:
+        TimClient(1400000000, secret_key=key, base_url="http://127.0.0.1:9")
+    assert isinstance(caught.value, ValueError)
+    text = str(caught.value) + repr(caught.value)
+    assert "0123456789abcdef" not in text and "udcff" not in text and "\udcff" not in text
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"x": float("nan")}, "body['x']"),
+        ({"x": [1, {"y": float("inf")}]}, "body['x'][1]['y']"),
+        ({"x": (1.5, -float("inf"))}, "body['x'][1]"),
+    ],
+)
+async def test_call_refuses_nan_and_infinity(
+    tim: TimClient, server: FakeTimServer, body: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(errors.TimValidationError) as caught:
+        await tim.call("group_open_attr_http_svc/get_group_attr", body)
+    assert caught.value.field == "body"
+    assert path in str(caught.value) and "NaN and infinity" in str(caught.value)
+    assert server.requests == []
+
+
+async def test_call_accepts_any_mapping(tim: TimClient, server: FakeTimServer) -> None:
+    gid = server.create_group()
+    server.set_group_attrs(gid, {"a": "1"})
+    body = types.MappingProxyType({"GroupId": gid, "Extra": types.MappingProxyType({"t": (1,)})})
+    answer = await tim.call("group_open_attr_http_svc/get_group_attr", body)
+    assert answer["GroupAttrAry"] == [{"key": "a", "value": "1"}]
+    assert server.requests[0].body == {"GroupId": gid, "Extra": {"t": [1]}}
+    with pytest.raises(errors.TimValidationError, match="repeats a key"):
+        await tim.call("a/b", RepeatingMapping([("k", "1"), ("k", "2")]))
+    assert len(server.requests) == 1
 
 
 # --------------------------------------------------------------------------- malformed answers

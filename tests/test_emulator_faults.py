@@ -11,6 +11,9 @@ import aiohttp
 import orjson
 import pytest
 
+from tim_async import TimClient
+from tim_async.errors import TimAPIError
+from tim_async.retry import RetryPolicy
 from tim_async.testing import FakeTimServer, Fault
 
 UPDATE_COUNTER = "group_open_http_svc/update_group_counter"
@@ -134,9 +137,10 @@ async def test_slow_fault(server: FakeTimServer, http: aiohttp.ClientSession, gi
     assert server.requests[-1].fault == Fault.slow(0.15)
 
 
-async def test_close_does_not_wait_for_slow_answers() -> None:
+async def test_close_answers_slow_requests_at_once() -> None:
     async with FakeTimServer() as srv, aiohttp.ClientSession() as session:
         gid = srv.create_group()
+        srv.set_group_counters(gid, {"n": 4})
         srv.faults.script(GET_COUNTER, [Fault.slow(30)])
         task = asyncio.create_task(post(session, srv, GET_COUNTER, {"GroupId": gid}))
         for _ in range(500):  # until the request has arrived
@@ -145,13 +149,38 @@ async def test_close_does_not_wait_for_slow_answers() -> None:
             await asyncio.sleep(0.01)
         start = time.monotonic()
         await srv.close()
-        assert time.monotonic() - start < 2.0
-        try:
-            status, _, _ = await asyncio.wait_for(task, 5)
-        except DISCONNECTED:
-            pass
-        else:
-            assert status == 200
+        assert time.monotonic() - start < 10.0  # not the 30 s delay
+        # the answer was applied before the delay: closing delivers it, it is not lost
+        status, _, body = await asyncio.wait_for(task, 5)
+        assert status == 200
+        assert orjson.loads(body)["GroupCounter"] == [{"Key": "n", "Value": 4}]
+
+
+@pytest.mark.parametrize(
+    "code", [10056, 70169, 70500, 60004, 60005, 60025, 60026, 60027, 60028, 10002, 99999]
+)
+async def test_code_fault_answers_any_code(
+    server: FakeTimServer, http: aiohttp.ClientSession, gid: str, code: int
+) -> None:
+    server.faults.script(UPDATE_COUNTER, [Fault.code(code), Fault.code(code, "custom words")])
+    for info in (f"injected fault: ErrorCode {code}", "custom words"):
+        status, content_type, body = await post(http, server, UPDATE_COUNTER, increment(gid))
+        assert (status, content_type) == (200, "application/json")
+        assert orjson.loads(body) == {"ActionStatus": "FAIL", "ErrorInfo": info, "ErrorCode": code}
+        entry = server.requests[-1]
+        assert (entry.error_code, entry.http_status) == (code, 200)
+    assert server.group_counters(gid) == {"n": 0}  # not applied
+    # the SDK sees the code (which class it maps to is the session's business)
+    server.faults.script(GET_COUNTER, [Fault.code(code)])
+    async with TimClient(
+        server.sdkappid,
+        secret_key=server.secret_key,
+        base_url=server.base_url,
+        retry=RetryPolicy(max_retries=0),
+    ) as tim:
+        with pytest.raises(TimAPIError) as raised:
+            await tim.group_counter.get_group_counter(gid)
+    assert raised.value.code == code
 
 
 async def test_non_json_fault(server: FakeTimServer, http: aiohttp.ClientSession, gid: str) -> None:
@@ -297,3 +326,42 @@ def test_random_plan_validation() -> None:
         server.faults.random({Fault.http(502): 1.5})
     with pytest.raises(TypeError):
         server.faults.random({"502": 0.5})  # type: ignore[dict-item]
+
+
+async def until(condition: Any, within: float = 10.0) -> None:
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_open_connections_counts_tcp_connections_at_the_server() -> None:
+    srv = FakeTimServer()
+    assert srv.open_connections == 0  # not started
+    async with srv:
+        assert srv.open_connections == 0
+        streams = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(3)]
+        await until(lambda: srv.open_connections == 3)
+        _, writer = streams.pop()
+        writer.close()
+        await writer.wait_closed()
+        await until(lambda: srv.open_connections == 2)
+        # an aiohttp client keeps its connection alive between requests, closes it at the end
+        gid = srv.create_group()
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                await post(session, srv, GET_COUNTER, {"GroupId": gid})
+            assert srv.open_connections == 3
+        await until(lambda: srv.open_connections == 2)
+        # a dropped connection is gone from the count
+        srv.faults.script(GET_COUNTER, [Fault.DROP_BEFORE_APPLY])
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(DISCONNECTED):
+                await post(session, srv, GET_COUNTER, {"GroupId": gid})
+            await until(lambda: srv.open_connections == 2)
+        for _, writer in streams:
+            writer.close()
+            await writer.wait_closed()
+        await until(lambda: srv.open_connections == 0)
+    assert srv.open_connections == 0

@@ -3,10 +3,7 @@ standalone process (python -m tim_async.testing)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import signal
-import sys
 from typing import Any
 
 import aiohttp
@@ -207,65 +204,3 @@ async def test_tim_server_fixture(tim_server: FakeTimServer) -> None:
 @pytest.mark.tim_server(page_size=7, premium=False, admins=("ops",))
 async def test_tim_server_fixture_marker(tim_server: FakeTimServer) -> None:
     assert (tim_server.page_size, tim_server.premium, tim_server.admin) == (7, False, "ops")
-
-
-def test_plugin_imports_cleanly() -> None:
-    import tim_async.testing.pytest_plugin as plugin
-
-    assert callable(plugin.pytest_configure)
-
-
-# --------------------------------------------------------------------------- standalone process
-
-
-async def test_standalone_process() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tim_async.testing",
-        "--port",
-        "0",
-        "--rate-limit",
-        "none",
-        "--page-size",
-        "50",
-        "--seed-groups",
-        "3",
-        "--keys-per-msg-max",
-        "120",
-        "--seed",
-        "1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", line)
-        expected = FakeTimServer(seed=1)
-        seed(expected, "@TGS#SEEDGROUP", 3, 120)
-        view = FakeTimServer()  # only to build URLs for the other process's port
-        view._base_url = line
-        async with aiohttp.ClientSession() as http:
-            for msg_seq in (1, 2, 3):
-                body = {"GroupId": "@TGS#SEEDGROUP", "MsgSeq": msg_seq}
-                async with http.post(
-                    view.url("openim_msg_ext_http_svc/group_get_key_values"),
-                    data=orjson.dumps(body),
-                ) as resp:
-                    page = await resp.json()
-                assert page["ErrorCode"] == 0
-                want = list(expected.group_extensions("@TGS#SEEDGROUP", msg_seq).items())[:50]
-                got = [(i["Key"], (i["Value"], i["Seq"])) for i in page["ExtensionList"]]
-                assert got == want
-                assert page["CompleteFlag"] == (1 if len(want) < 50 else 0) or len(want) == 50
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
-        err = (await proc.stderr.read()).decode()
-        assert "seeded group @TGS#SEEDGROUP: 3 messages" in err
-        assert "stopped" in err
-        assert TEST_SECRET_KEY not in err
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

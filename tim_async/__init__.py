@@ -1,10 +1,40 @@
 """tim_async: an asyncio SDK for the Tencent Cloud Chat (TIM) server-side REST API.
 
-Start with :class:`TimClient`; errors are in :mod:`tim_async.errors`; a local emulator of the
-REST API for tests is in :mod:`tim_async.testing`.
+Start with :class:`TimClient`; the error classes are importable from here and from
+:mod:`tim_async.errors`; a local emulator of the REST API for tests is in
+:mod:`tim_async.testing`.
 """
 
+from ._connect import connection_trace
 from .client import TimClient
+from .errors import (
+    TimAPIError,
+    TimAppConfigAuthError,
+    TimAppConfigError,
+    TimAppConfigPermissionError,
+    TimAppConfigPremiumError,
+    TimAuthError,
+    TimClosedError,
+    TimConfigError,
+    TimConflictError,
+    TimError,
+    TimEventLoopError,
+    TimInvalidParameterError,
+    TimLimiterError,
+    TimLimitExceededError,
+    TimNotFoundError,
+    TimOutcomeUnknownError,
+    TimPagingError,
+    TimPermissionError,
+    TimPremiumRequiredError,
+    TimRateLimitedError,
+    TimServerBusyError,
+    TimTimeoutError,
+    TimTransportError,
+    TimTypeError,
+    TimValidationError,
+    TimWebhookError,
+)
 from .limiter import RateLimiter, SlidingWindowLimiter
 from .models import CounterMode, ExtensionItem, ExtensionList, ExtensionPage, SetKeyResult
 from .regions import Region
@@ -22,6 +52,33 @@ __all__ = [
     "RetryPolicy",
     "SetKeyResult",
     "SlidingWindowLimiter",
+    "TimAPIError",
+    "TimAppConfigAuthError",
+    "TimAppConfigError",
+    "TimAppConfigPermissionError",
+    "TimAppConfigPremiumError",
+    "TimAuthError",
     "TimClient",
+    "TimClosedError",
+    "TimConfigError",
+    "TimConflictError",
+    "TimError",
+    "TimEventLoopError",
+    "TimInvalidParameterError",
+    "TimLimitExceededError",
+    "TimLimiterError",
+    "TimNotFoundError",
+    "TimOutcomeUnknownError",
+    "TimPagingError",
+    "TimPermissionError",
+    "TimPremiumRequiredError",
+    "TimRateLimitedError",
+    "TimServerBusyError",
+    "TimTimeoutError",
+    "TimTransportError",
+    "TimTypeError",
+    "TimValidationError",
+    "TimWebhookError",
     "__version__",
+    "connection_trace",
 ]

@@ -8,6 +8,7 @@ returns fresh values (tuples, lists) so the caller's objects are never kept or m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -23,6 +24,7 @@ __all__ = [
     "check_key_list",
     "check_str",
     "check_str_mapping",
+    "plain_json",
     "utf8_size",
 ]
 
@@ -138,8 +140,14 @@ def check_str_mapping(
     if len(pairs) < min_items or len(pairs) > max_items:
         _check_count(field, len(pairs), max_items=max_items, noun=noun, per=per)
     total = 0
+    unique = type(values) is dict  # a dict cannot repeat a key; another Mapping might
+    seen: set[str] = set()
     for key, value in pairs:
         _check_key(field, key, max_bytes=key_max_bytes)
+        if not unique:
+            if key in seen:
+                raise TimValidationError(field, f"duplicate key {_show(key)}")
+            seen.add(key)
         item_field = f"{field}[{_show(key)}]"
         if not isinstance(value, str):
             raise TimTypeError(item_field, f"value must be str, got {_type_name(value)}")
@@ -186,3 +194,36 @@ def check_int_mapping(
             )
         result.append((key, int(value)))
     return result
+
+
+def plain_json(body: Any, field: str = "body") -> dict[str, Any]:
+    """``body`` (any mapping; ``None`` is ``{}``) as plain dicts and lists that orjson can
+    serialise: nested mappings become dicts, tuples lists. Refuses NaN and infinity (JSON has
+    no such numbers; orjson would send ``null``) and a mapping that repeats a key."""
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping):
+        raise TimTypeError(field, f"must be a mapping, got {_type_name(body)}")
+    result = _plain(body, field, field)
+    assert isinstance(result, dict)
+    return result
+
+
+def _plain(value: Any, field: str, path: str) -> Any:
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TimValidationError(
+                field, f"{path} is {value!r}: NaN and infinity cannot be sent as JSON"
+            )
+        return value
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+        out = {k: _plain(v, field, f"{path}[{_show(k)}]") for k, v in pairs}
+        if len(out) != len(pairs):
+            raise TimValidationError(field, f"the mapping at {path} repeats a key")
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(v, field, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value  # anything else: orjson serialises it or the session refuses it

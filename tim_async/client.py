@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from ._validate import plain_json
 from .endpoints import GroupAttr, GroupCounter, MsgExt
 from .errors import TimConfigError
 from .limiter import RateLimiter, SlidingWindowLimiter, UnlimitedLimiter
@@ -27,9 +28,11 @@ class TimClient:
 
     Use it as ``async with TimClient(...) as tim:`` (or call :meth:`close`). Give either the
     app's ``secret_key`` (the SDK generates and renews the admin UserSig) or a ready-made
-    ``usersig``. ``region`` picks the data centre; ``base_url`` overrides it (an emulator, a
-    proxy). ``rate_limit`` is the calls/second allowed per REST command (``None``: no client-side
-    limit); ``limiter`` replaces the in-process limiter (e.g. one shared through Redis).
+    ``usersig``. ``region`` picks the data centre (default China); ``base_url`` replaces it (an
+    emulator, a proxy): give one or the other. ``rate_limit`` is the calls/second allowed per
+    REST command (``None``: no client-side limit); ``limiter`` replaces the in-process limiter
+    (e.g. one shared by several clients, or through Redis): the client never closes a limiter
+    it was given.
     ``timeout`` bounds each whole call, retries and every page of a paged pull included;
     ``retry`` replaces the default :class:`~tim_async.retry.RetryPolicy` (backoff base and
     cap). A caller-supplied aiohttp ``session`` is used as is and never closed by the SDK.
@@ -43,7 +46,7 @@ class TimClient:
         secret_key: str | None = None,
         usersig: str | None = None,
         usersig_ttl: int = 86400,
-        region: Region | str = Region.CHINA,
+        region: Region | str | None = None,
         base_url: str | None = None,
         rate_limit: int | None = 200,
         limiter: RateLimiter | None = None,
@@ -61,8 +64,13 @@ class TimClient:
             raise TimConfigError("identifier must be a non-empty string (an App admin account)")
         if (secret_key is None) == (usersig is None):
             raise TimConfigError("give exactly one of secret_key (recommended) or usersig")
+        if region is not None and base_url is not None:
+            raise TimConfigError(
+                "give region or base_url, not both: base_url replaces the region's domains "
+                "(an emulator, a proxy)"
+            )
         try:
-            region = Region.parse(region)
+            region = Region.CHINA if region is None else Region.parse(region)
         except (TypeError, ValueError) as exc:
             raise TimConfigError(str(exc)) from None
         if rate_limit is not None and (
@@ -73,7 +81,9 @@ class TimClient:
             raise TimConfigError(f"timeout must be positive, got {timeout!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise TimConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
+        if base_url is not None and (
+            not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
+        ):
             raise TimConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
 
         provider: UserSigProvider
@@ -83,14 +93,21 @@ class TimClient:
             assert usersig is not None
             provider = StaticUserSig(usersig)
 
+        # The client closes only a limiter it made (its own, or a per-app view of a shared
+        # one): a limiter given as is may serve other clients too.
+        owns_limiter = True
         if limiter is None:
             limiter = UnlimitedLimiter() if rate_limit is None else SlidingWindowLimiter(rate_limit)
         elif hasattr(limiter, "bind"):
-            limiter = limiter.bind(sdkappid)
+            bound = limiter.bind(sdkappid)
+            owns_limiter = bound is not limiter
+            limiter = bound
+        else:
+            owns_limiter = False
 
         self.sdkappid = sdkappid
         self.identifier = identifier
-        self.region = region
+        self.region: Region | None = None if base_url else region  # None: base_url replaces it
         self.rate_limit = rate_limit
         base_urls = [base_url] if base_url else [region.base_url, region.backup_base_url]
         self._session = Session(
@@ -103,6 +120,7 @@ class TimClient:
             timeout=timeout,
             http=session,
             connections=connections,
+            owns_limiter=owns_limiter,
         )
 
     # ------------------------------------------------------------------ endpoints
@@ -128,8 +146,9 @@ class TimClient:
         """Call any REST command (``"service/command"``) with a JSON body; returns the decoded
         answer once its envelope is checked. Goes through the same limiter, retries and error
         mapping as the typed methods. Pass ``idempotent=False`` for a call that must not be
-        resent once it may have reached the server."""
-        return await self._session.call(api, {} if body is None else body, idempotent=idempotent)
+        resent once it may have reached the server. ``body`` is any mapping (nested mappings,
+        lists and tuples included); NaN and infinity, which JSON cannot carry, are refused."""
+        return await self._session.call(api, plain_json(body), idempotent=idempotent)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -19,14 +19,20 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "AUTH_RETRY_CODES",
     "BUSY_CODES",
     "RATE_LIMIT_CODES",
     "RETRYABLE_CODES",
     "USERSIG_EXPIRED",
     "TimAPIError",
+    "TimAppConfigAuthError",
+    "TimAppConfigError",
+    "TimAppConfigPermissionError",
+    "TimAppConfigPremiumError",
     "TimAuthError",
     "TimClosedError",
     "TimConfigError",
+    "TimConflictError",
     "TimError",
     "TimEventLoopError",
     "TimInvalidParameterError",
@@ -137,11 +143,43 @@ class TimRateLimitedError(TimAPIError):
 
 
 class TimAuthError(TimAPIError):
-    """Authentication or account configuration failed (60004-60006, 70xxx, ...)."""
+    """Authentication or account configuration failed (60004-60006, 70xxx, ...). 60004 and
+    60005 ("account check failed, retry later") are retried with backoff first."""
 
 
 class TimServerBusyError(TimAPIError):
-    """The server asked to try again later (10002, 60008, 60013, 60014); retried first."""
+    """The server asked to try again later (10002, 60008, 60013, 60014, 70169, 70500);
+    retried first."""
+
+
+class TimConflictError(TimAPIError):
+    """Two writes of group attributes raced (10056) and this one lost; it was not applied
+    and is not retried blindly. Read the latest attributes, then write again."""
+
+
+class TimAppConfigError(TimAPIError):
+    """The app or the client is set up wrongly: wrong URL parameters (60025), a domain that
+    does not match the app's data centre (60026), trial edition limits (60027, 60028), an
+    invalid or disabled SDKAppID (60006, 60016, 60017), a paid plan expired (60020), an IP
+    not on the allow list (60021), the wrong data centre (70016, 70020). Retrying cannot help.
+
+    For the codes that had another class before (60006, 60016, 60017, 60020, 60021, 70016,
+    70020) the exception is also an instance of that class: see the subclasses below."""
+
+
+class TimAppConfigAuthError(TimAppConfigError, TimAuthError):
+    """A configuration error that is also a :class:`TimAuthError`: 60006 (SDKAppID invalid),
+    70016 and 70020 (key or SDKAppID not found: the wrong data centre)."""
+
+
+class TimAppConfigPermissionError(TimAppConfigError, TimPermissionError):
+    """A configuration error that is also a :class:`TimPermissionError`: 60016, 60017 (the
+    SDKAppID or the request is disabled), 60021 (an IP not on the allow list)."""
+
+
+class TimAppConfigPremiumError(TimAppConfigError, TimPremiumRequiredError):
+    """A configuration error that is also a :class:`TimPremiumRequiredError`: 60020 (the paid
+    plan expired or is suspended)."""
 
 
 class TimLimiterError(TimError):
@@ -159,7 +197,7 @@ class TimPagingError(TimError):
 
 class TimTransportError(TimError):
     """No usable answer: connection failure, timeout, bad HTTP status or a body that is not
-    the JSON envelope."""
+    the JSON envelope. ``attempts`` is how many requests the call made (retries included)."""
 
     def __init__(
         self,
@@ -168,27 +206,50 @@ class TimTransportError(TimError):
         api: str = "",
         status: int | None = None,
         body_excerpt: str = "",
+        attempts: int | None = None,
     ) -> None:
+        self.message = message
         self.api = api
         self.status = status
         self.body_excerpt = body_excerpt
-        parts = [f"{api}: {message}" if api else message]
-        if status is not None:
-            parts.append(f"HTTP {status}")
-        if body_excerpt:
-            parts.append(f"body: {body_excerpt!r}")
-        super().__init__("; ".join(parts))
+        self.attempts = attempts
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        parts = [f"{self.api}: {self.message}" if self.api else self.message]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.body_excerpt:
+            parts.append(f"body: {self.body_excerpt!r}")
+        if self.attempts is not None:
+            parts.append(f"after {self.attempts} attempt{'s' if self.attempts != 1 else ''}")
+        return "; ".join(parts)
+
+    def _amend(self, *, attempts: int, note: str = "") -> None:
+        """Internal: the session adds what the whole call tells (attempt count, DNS trouble)."""
+        self.attempts = attempts
+        if note:
+            self.message = f"{note}: {self.message}"
+        self.args = (self._text(),)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_transport, (type(self), self.args[0], self.api, self.status))
+        return (
+            _rebuild_transport,
+            (type(self), self.args[0], self.api, self.status, self.attempts),
+        )
 
 
 def _rebuild_transport(
-    cls: type[TimTransportError], message: str, api: str, status: int | None
+    cls: type[TimTransportError],
+    text: str,
+    api: str,
+    status: int | None,
+    attempts: int | None = None,
 ) -> TimTransportError:
     err = cls.__new__(cls)
-    Exception.__init__(err, message)
-    err.api, err.status, err.body_excerpt = api, status, ""
+    Exception.__init__(err, text)
+    err.message, err.api, err.status, err.body_excerpt = text, api, status, ""
+    err.attempts = attempts
     return err
 
 
@@ -206,10 +267,12 @@ class TimOutcomeUnknownError(TimTransportError):
 # --------------------------------------------------------------------------- code table
 
 USERSIG_EXPIRED = 70001
-BUSY_CODES = frozenset({10002, 60008, 60013, 60014})
+BUSY_CODES = frozenset({10002, 60008, 60013, 60014, 70169, 70500})
 RATE_LIMIT_CODES = frozenset({60007, 60011, 60018, 60019, 10006, 10049})
+#: "Account check failed, please retry later": retried with backoff, then a TimAuthError.
+AUTH_RETRY_CODES = frozenset({60004, 60005})
 #: Codes after which the request was certainly not applied and may be sent again.
-RETRYABLE_CODES = BUSY_CODES | RATE_LIMIT_CODES
+RETRYABLE_CODES = BUSY_CODES | RATE_LIMIT_CODES | AUTH_RETRY_CODES
 
 _CODE_TABLE: dict[int, type[TimAPIError]] = {}
 
@@ -221,27 +284,17 @@ def _register(cls: type[TimAPIError], *codes: int) -> None:
 
 _register(TimInvalidParameterError, 10004, 60002, 60003, 60009, 60012, 60015)
 _register(TimNotFoundError, 23004, 10010, 10015, 10050)
-_register(TimPermissionError, 10007, 60010, 60016, 60017, 60021)
-_register(TimPremiumRequiredError, 10008, 10059, 60020)
+_register(TimPermissionError, 10007, 60010)
+_register(TimPremiumRequiredError, 10008, 10059)
 _register(TimLimitExceededError, 10045, 10046, 10047, 10048, 10063)
 _register(TimRateLimitedError, *RATE_LIMIT_CODES)
 _register(TimServerBusyError, *BUSY_CODES)
-_register(
-    TimAuthError,
-    60004,
-    60005,
-    60006,
-    70001,
-    70002,
-    70003,
-    70009,
-    70013,
-    70014,
-    70016,
-    70020,
-    70050,
-    70051,
-)
+_register(TimAuthError, 60004, 60005, 70001, 70002, 70003, 70009, 70013, 70014, 70050, 70051)
+_register(TimConflictError, 10056)
+_register(TimAppConfigError, 60025, 60026, 60027, 60028)
+_register(TimAppConfigAuthError, 60006, 70016, 70020)
+_register(TimAppConfigPermissionError, 60016, 60017, 60021)
+_register(TimAppConfigPremiumError, 60020)
 
 
 def error_for_code(

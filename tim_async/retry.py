@@ -53,5 +53,7 @@ class RetryPolicy:
         return False
 
     def backoff(self, retries_done: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.backoff_cap, self.backoff_base * (2**retries_done))
+        # 2.0 ** n overflows a float past n ~ 1024 (max_retries is unbounded); past 2 ** 64 the
+        # cap has long been reached.
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** min(retries_done, 64))
         return (rng or random).uniform(0.0, ceiling)

@@ -165,8 +165,16 @@ class UserSigSigner(UserSigProvider):
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not secret_key:
+        if not isinstance(secret_key, str) or not secret_key:
             raise TimConfigError("secret_key must be a non-empty string")
+        try:
+            secret_key.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates (os.environ decodes undecodable bytes so): never show the key.
+            raise TimConfigError(
+                "secret_key cannot be encoded as UTF-8 (it holds a lone surrogate, e.g. from "
+                "undecodable bytes in an environment variable): check the key"
+            ) from None
         if ttl < 10:
             raise TimConfigError(f"usersig_ttl must be at least 10 seconds, got {ttl}")
         self._sdkappid = sdkappid

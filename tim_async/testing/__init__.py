@@ -22,15 +22,25 @@ before it are still served by pulls (the client must drop ``Seq <= ClearSeq``) u
 ``serve_cleared=False``. Pulls answer at most ``page_size`` items with ``Seq >= StartSeq`` sorted
 by seq, cutting wherever the page is full (also inside a run of keys sharing one seq).
 
-Run standalone (another process, e.g. for benchmarks)::
+Besides the 12 commands it serves ``group_open_http_svc/send_group_msg``, ``openim/sendmsg``
+(text messages, with or without ``SupportMessageExtension``) and
+``group_open_http_svc/get_group_info`` (:data:`SERVED_COMMANDS`); any other command answers 60009
+naming it. ``server.requests`` is the request log, ``server.open_connections`` the TCP
+connections open at the server.
 
-    python -m tim_async.testing --port 8080 --seed-groups 1000
+Run standalone (another process, e.g. for the command line or benchmarks)::
+
+    python -m tim_async.testing --port 8080 --group-messages 1000
+
+It prints its credentials and ready-to-paste ``export TIM_...`` lines on stderr, and seeds the
+README's example data (:func:`seed_examples`) unless ``--no-examples``.
 
 The pytest plugin (entry point ``tim_async``) provides the ``tim_server`` fixture.
 """
 
-from .app import EMULATOR_KEY, Emulator, LoggedRequest, create_app
+from .app import EMULATOR_KEY, SERVED_COMMANDS, Emulator, LoggedRequest, create_app
 from .commands import COMMANDS
+from .examples import seed_examples
 from .faults import Fault, FaultInjector
 from .server import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY, FakeTimServer
 from .state import GROUP_TYPES, EmulatorError, ExtensionMeta, TimState
@@ -39,6 +49,7 @@ __all__ = [
     "COMMANDS",
     "EMULATOR_KEY",
     "GROUP_TYPES",
+    "SERVED_COMMANDS",
     "TEST_ADMIN",
     "TEST_SDKAPPID",
     "TEST_SECRET_KEY",
@@ -51,4 +62,5 @@ __all__ = [
     "LoggedRequest",
     "TimState",
     "create_app",
+    "seed_examples",
 ]

@@ -15,8 +15,11 @@ Pipeline of one request (``POST /v4/{service}/{command}?...``):
 6. the command itself (:mod:`.commands`);
 7. deliver: normally, or per ``DROP_AFTER_APPLY`` / ``slow`` / ``TRUNCATED_JSON``.
 
-HTTP status is 200 for every API result. Unknown paths answer 60009, methods other than POST
-60002.
+HTTP status is 200 for every API result. Served: the 12 commands of :mod:`.commands` and the
+bot commands of :mod:`.bot_commands` (:data:`SERVED_COMMANDS`). Any other ``/v4/service/command``
+goes through the same pipeline (faults, URL checks, rate) and answers 60009 with an ErrorInfo
+naming the command as not emulated; any other path answers 60009 at once. Methods other than POST
+answer 60002.
 """
 
 from __future__ import annotations
@@ -37,13 +40,17 @@ from aiohttp import web
 from tim_async.usersig import InvalidUserSig, verify_usersig
 
 from . import faults as _faults
+from .bot_commands import BOT_COMMANDS
 from .commands import COMMANDS, Command, error_body
 from .faults import Fault, FaultInjector
 from .state import EmulatorError, TimState
 
-__all__ = ["EMULATOR_KEY", "Emulator", "LoggedRequest", "create_app"]
+__all__ = ["EMULATOR_KEY", "SERVED_COMMANDS", "Emulator", "LoggedRequest", "create_app"]
 
 log = logging.getLogger("tim_async.testing")
+
+#: every "service/command" the emulator serves
+SERVED_COMMANDS: Final[dict[str, Command]] = {**COMMANDS, **BOT_COMMANDS}
 
 _U32_MAX: Final = 2**32 - 1
 _SIG_CACHE_MAX: Final = 4096
@@ -339,8 +346,14 @@ class Emulator:
             transport.abort()
         return web.Response(status=204)
 
+    async def not_emulated(self, request: web.Request) -> web.StreamResponse:
+        """``/v4/{service}/{command}`` of a command the emulator does not serve: the usual
+        pipeline (log, faults, URL checks, rate), then 60009 naming the command."""
+        command = f"{request.match_info['service']}/{request.match_info['command']}"
+        return await self.handle(request, command, _not_emulated(command))
+
     async def unknown(self, request: web.Request) -> web.StreamResponse:
-        """Any path that is not one of the 12 commands: 60009 (wrong resource)."""
+        """Any other path: 60009 (wrong resource) at once."""
         path = request.path
         command = path[4:] if path.startswith("/v4/") else path
         now = self.monotonic()
@@ -360,6 +373,17 @@ class Emulator:
             self._closing.set()
 
 
+def _not_emulated(command: str) -> Command:
+    def answer(state: TimState, body: dict[str, Any], now: float) -> dict[str, Any]:
+        raise EmulatorError(
+            60009,
+            f"{command} is not emulated by tim_async.testing "
+            "(tim_async.testing.SERVED_COMMANDS lists what it serves)",
+        )
+
+    return answer
+
+
 #: where :func:`create_app` stores the :class:`Emulator` in the application
 EMULATOR_KEY: Final = web.AppKey("tim_async_emulator", Emulator)
 
@@ -369,7 +393,8 @@ def create_app(emulator: Emulator) -> web.Application:
     ``aiohttp_client``); :class:`~tim_async.testing.FakeTimServer` runs one on loopback."""
     app = web.Application()
     app[EMULATOR_KEY] = emulator
-    for command, func in COMMANDS.items():
+    for command, func in SERVED_COMMANDS.items():
         app.router.add_route("*", f"/v4/{command}", emulator.handler(command, func))
+    app.router.add_route("*", "/v4/{service}/{command}", emulator.not_emulated)
     app.router.add_route("*", "/{tail:.*}", emulator.unknown)
     return app

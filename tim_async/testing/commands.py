@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from .state import U32_MAX, EmulatorError, Extensions, TimState
+from .state import (
+    U32_MAX,
+    C2CMessage,
+    EmulatorError,
+    Extensions,
+    GroupMessage,
+    Message,
+    TimState,
+)
 
 __all__ = ["COMMANDS", "Command", "error_body"]
 
@@ -135,31 +143,26 @@ def _pull(state: TimState, ext: Extensions, body: Body) -> Body:
     )
 
 
-def _set(state: TimState, ext: Extensions, body: Body) -> Body:
+def _set(state: TimState, message: Message, body: Body) -> Body:
     op = _get(body, "OperateType", True)
     if isinstance(op, bool) or op not in (1, 2, 3):
         raise EmulatorError(10004, f"OperateType must be 1, 2 or 3, got {op!r}")
-    if op == 3:
-        ext.clear()
-        return _ext_ok(ExtensionList=[])
-    raw = _list(body, "ExtensionList", True)
-    assert raw is not None
-    keys: list[str] = []
-    values: list[str] = []
-    for i, item in enumerate(raw):
-        keys.append(_item_str(item, "ExtensionList", i, "Key"))
-        # Value is required to set; a delete may leave it out (Tencent's sample sends "").
-        values.append(_item_str(item, "ExtensionList", i, "Value", required=op == 1))
-        seq = item.get("Seq")
-        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-            raise EmulatorError(10004, f"ExtensionList[{i}].Seq must be an integer")
+    items: list[tuple[str, str]] = []
+    if op != 3:
+        raw = _list(body, "ExtensionList", True)
+        assert raw is not None
+        for i, item in enumerate(raw):
+            key = _item_str(item, "ExtensionList", i, "Key")
+            # Value is required to set; a delete may leave it out (Tencent's sample sends "").
+            value = _item_str(item, "ExtensionList", i, "Value", required=op == 1)
+            seq = item.get("Seq")
+            if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+                raise EmulatorError(10004, f"ExtensionList[{i}].Seq must be an integer")
+            items.append((key, value))
     # Requests come from the App admin: Seq is not version-checked.
-    if op == 1:
-        seq = ext.set(list(zip(keys, values, strict=True)))
-        results = [{"Key": k, "Value": v, "Seq": seq} for k, v in zip(keys, values, strict=True)]
-    else:
-        seq = ext.delete(keys)
-        results = [{"Key": k, "Value": "", "Seq": seq} for k in keys]
+    _, results = state.write_extensions(message, op, items)
+    if op == 3:
+        return _ext_ok(ExtensionList=[])
     if state.set_response_shape == "nested":
         return _ext_ok(
             ExtensionList=[{"ErrorCode": 0, "ErrorInfo": "", "Extension": r} for r in results]
@@ -167,7 +170,7 @@ def _set(state: TimState, ext: Extensions, body: Body) -> Body:
     return _ext_ok(ExtensionList=results)
 
 
-def _c2c_ext(state: TimState, body: Body) -> Extensions:
+def _c2c_message(state: TimState, body: Body) -> C2CMessage:
     _premium_ext(state)
     from_account = _account(body, "From_Account", False)
     to_account = _account(body, "To_Account", True)
@@ -175,32 +178,32 @@ def _c2c_ext(state: TimState, body: Body) -> Extensions:
     msg_key = _str(body, "MsgKey")
     if not msg_key:
         raise EmulatorError(10004, "MsgKey must not be empty")
-    return state.c2c_message_ext(from_account, to_account, msg_key)
+    return state.c2c_message(from_account, to_account, msg_key)
 
 
-def _group_ext(state: TimState, body: Body) -> Extensions:
+def _group_message(state: TimState, body: Body) -> GroupMessage:
     _premium_ext(state)
     group_id = _str(body, "GroupId")
     if not group_id:
         raise EmulatorError(10004, "GroupId must not be empty")
     msg_seq = _int(body, "MsgSeq", True)
-    return state.group_message_ext(group_id, msg_seq)
+    return state.group_message(group_id, msg_seq)
 
 
 def get_key_values(state: TimState, body: Body, now: float) -> Body:
-    return _pull(state, _c2c_ext(state, body), body)
+    return _pull(state, _c2c_message(state, body).ext, body)
 
 
 def group_get_key_values(state: TimState, body: Body, now: float) -> Body:
-    return _pull(state, _group_ext(state, body), body)
+    return _pull(state, _group_message(state, body).ext, body)
 
 
 def set_key_values(state: TimState, body: Body, now: float) -> Body:
-    return _set(state, _c2c_ext(state, body), body)
+    return _set(state, _c2c_message(state, body), body)
 
 
 def group_set_key_values(state: TimState, body: Body, now: float) -> Body:
-    return _set(state, _group_ext(state, body), body)
+    return _set(state, _group_message(state, body), body)
 
 
 # --------------------------------------------------------------------------- group attributes

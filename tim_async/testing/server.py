@@ -86,6 +86,7 @@ class FakeTimServer:
             set_response_shape=set_response_shape,
             attr_write_limit=group_attr_write_limit,
         )
+        self.state.admin = self.admins[0]
         self.emulator = Emulator(
             self.state,
             sdkappid=self.sdkappid,
@@ -106,7 +107,7 @@ class FakeTimServer:
         if self._runner is not None:
             raise RuntimeError("FakeTimServer is running already")
         runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0
         )
         await runner.setup()
         try:
@@ -252,25 +253,51 @@ class FakeTimServer:
 
     @property
     def requests(self) -> list[LoggedRequest]:
-        """Every request received, in arrival order."""
+        """The request log: every request received, in arrival order, as
+        :class:`~tim_async.testing.LoggedRequest` (``time``, ``command``, ``query``, ``body``,
+        ``error_code``, ``http_status``, ``fault``, ``ok``). Empty with ``log_requests=False``."""
         return self.emulator.requests
 
     def requests_for(self, command: str) -> list[LoggedRequest]:
+        """The logged requests of one command ("service/command"), in arrival order."""
         command = normalize_command(command)
         return [r for r in self.emulator.requests if r.command == command]
 
     def clear_log(self) -> None:
+        """Forget the requests logged so far."""
         self.emulator.requests.clear()
 
     @property
     def faults(self) -> FaultInjector:
         return self.emulator.faults
 
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open at the server right now (0 when not running): a client that
+        closed or leaked its connections shows here. A connection the client just closed may
+        count until its close has reached the server."""
+        runner = self._runner
+        server = runner.server if runner is not None else None
+        if server is None:
+            return 0
+        count = 0
+        for handler in server.connections:
+            transport = handler.transport
+            if transport is not None and not transport.is_closing():
+                count += 1
+        return count
+
     # ---------------------------------------------------------------------------- seeding
 
-    def create_group(self, group_id: str | None = None, group_type: str = "Public") -> str:
-        """Create a group; return its id ("@TGS#..." generated when None)."""
-        return self.state.create_group(group_id, group_type)
+    def create_group(
+        self, group_id: str | None = None, group_type: str = "Public", *, name: str = ""
+    ) -> str:
+        """Create a group; return its id ("@TGS#..." generated when None). ``group_type`` is
+        one of ``Private`` (alias ``Work``), ``Public``, ``ChatRoom`` (alias ``Meeting``),
+        ``AVChatRoom`` (no message extensions) and ``Community`` (no counters, no
+        ``clear_group_attr``: 10007); ``name`` (default: the id) is what ``get_group_info``
+        answers."""
+        return self.state.create_group(group_id, group_type, name=name)
 
     def delete_group(self, group_id: str) -> None:
         """Delete a group (commands on it then answer 10010 / 23004)."""

@@ -34,12 +34,14 @@ __all__ = [
     "GROUP_TYPES",
     "INT64_MAX",
     "INT64_MIN",
+    "NO_EXTENSION_CODE",
     "C2CMessage",
     "EmulatorError",
     "ExtensionMeta",
     "Extensions",
     "Group",
     "GroupMessage",
+    "Message",
     "TimState",
 ]
 
@@ -64,6 +66,12 @@ U32_MAX: Final = 2**32 - 1
 GROUP_TYPES: Final = frozenset(
     {"Private", "Work", "Public", "ChatRoom", "Meeting", "AVChatRoom", "Community"}
 )
+#: ErrorCode of an extension command on a message that cannot carry extensions (sent without
+#: ``SupportMessageExtension: 1``, or in an AVChatRoom). Tencent does not document the code
+#: (spec section 10, unconfirmed): 10004 "invalid parameter" says the request named a message
+#: the command cannot work on, without claiming the message is missing (23004) or that the
+#: app lacks the paid feature (10008).
+NO_EXTENSION_CODE: Final = 10004
 #: Group types whose messages have no extensions (AVChatRoom keeps no message history).
 _NO_EXTENSION_TYPES: Final = frozenset({"AVChatRoom"})
 _ID_ALPHABET: Final = string.ascii_uppercase + string.digits
@@ -236,25 +244,52 @@ def _check_ext_key(key: str, index: int) -> None:
 
 
 class GroupMessage:
-    __slots__ = ("ext", "msg_seq", "support_extension")
+    """A group message: ``msg_seq``, whether it carries extensions, and what was sent."""
 
-    def __init__(self, msg_seq: int, support_extension: bool) -> None:
+    __slots__ = ("ext", "from_account", "group_id", "msg_body", "msg_seq", "support_extension")
+
+    def __init__(
+        self,
+        msg_seq: int,
+        support_extension: bool,
+        *,
+        group_id: str = "",
+        from_account: str | None = None,
+        msg_body: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.msg_seq = msg_seq
         self.support_extension = support_extension
+        self.group_id = group_id
+        self.from_account = from_account
+        #: the ``MsgBody`` sent over HTTP (None for a seeded message)
+        self.msg_body = msg_body
         self.ext = Extensions()
 
 
 class C2CMessage:
-    __slots__ = ("ext", "from_account", "msg_key", "support_extension", "to_account")
+    """A one-to-one message: its parties, ``msg_key``, whether it carries extensions."""
+
+    __slots__ = ("ext", "from_account", "msg_body", "msg_key", "support_extension", "to_account")
 
     def __init__(
-        self, from_account: str, to_account: str, msg_key: str, support_extension: bool
+        self,
+        from_account: str,
+        to_account: str,
+        msg_key: str,
+        support_extension: bool,
+        *,
+        msg_body: list[dict[str, Any]] | None = None,
     ) -> None:
         self.from_account = from_account
         self.to_account = to_account
         self.msg_key = msg_key
         self.support_extension = support_extension
+        self.msg_body = msg_body
         self.ext = Extensions()
+
+
+#: a message whose extensions a command reads or writes
+Message = GroupMessage | C2CMessage
 
 
 class Group:
@@ -262,15 +297,21 @@ class Group:
         "attr_writes",
         "attrs",
         "counters",
+        "create_time",
         "group_id",
         "group_type",
         "last_msg_seq",
         "messages",
+        "name",
     )
 
-    def __init__(self, group_id: str, group_type: str) -> None:
+    def __init__(
+        self, group_id: str, group_type: str, name: str = "", create_time: int = 0
+    ) -> None:
         self.group_id = group_id
         self.group_type = group_type
+        self.name = name or group_id
+        self.create_time = create_time
         self.last_msg_seq = 0
         self.messages: dict[int, GroupMessage] = {}
         self.attrs: dict[str, str] = {}
@@ -306,6 +347,8 @@ class TimState:
         self.set_response_shape = set_response_shape
         #: group attribute writes per second per group (None: unlimited)
         self.attr_write_limit = attr_write_limit
+        #: sender of an ``openim/sendmsg`` without From_Account (FakeTimServer: its first admin)
+        self.admin = "administrator"
 
     # settings with validation ----------------------------------------------------------------
 
@@ -331,7 +374,11 @@ class TimState:
 
     # groups ----------------------------------------------------------------------------------
 
-    def create_group(self, group_id: str | None = None, group_type: str = "Public") -> str:
+    def create_group(
+        self, group_id: str | None = None, group_type: str = "Public", *, name: str = ""
+    ) -> str:
+        """Create a group of ``group_type`` (one of :data:`GROUP_TYPES`); ``name`` defaults to
+        the id. Raises ValueError for an unknown type, a bad id or an id in use."""
         if group_type not in GROUP_TYPES:
             raise ValueError(
                 f"unknown group type {group_type!r}; expected one of {sorted(GROUP_TYPES)}"
@@ -345,7 +392,7 @@ class TimState:
             raise ValueError(f"group_id must be 1 to {GROUP_ID_MAX_BYTES} bytes")
         elif group_id in self.groups:
             raise ValueError(f"group {group_id!r} exists already")
-        self.groups[group_id] = Group(group_id, group_type)
+        self.groups[group_id] = Group(group_id, group_type, name, int(self.clock()))
         return group_id
 
     def delete_group(self, group_id: str) -> None:
@@ -363,8 +410,15 @@ class TimState:
     # messages --------------------------------------------------------------------------------
 
     def send_group_msg(
-        self, group_id: str, *, support_extension: bool = True, msg_seq: int | None = None
+        self,
+        group_id: str,
+        *,
+        support_extension: bool = True,
+        msg_seq: int | None = None,
+        from_account: str | None = None,
+        msg_body: list[dict[str, Any]] | None = None,
     ) -> int:
+        """Record a message in ``group_id``; return its MsgSeq (last + 1 unless given)."""
         group = self.groups[group_id]
         if msg_seq is None:
             msg_seq = group.last_msg_seq + 1
@@ -375,7 +429,13 @@ class TimState:
         if msg_seq > U32_MAX:
             raise ValueError("MsgSeq is an unsigned 32-bit number")
         group.last_msg_seq = msg_seq
-        group.messages[msg_seq] = GroupMessage(msg_seq, support_extension)
+        group.messages[msg_seq] = GroupMessage(
+            msg_seq,
+            support_extension,
+            group_id=group_id,
+            from_account=from_account,
+            msg_body=msg_body,
+        )
         return msg_seq
 
     def send_c2c_msg(
@@ -385,22 +445,29 @@ class TimState:
         *,
         support_extension: bool = True,
         msg_key: str | None = None,
+        msg_random: int | None = None,
+        msg_body: list[dict[str, Any]] | None = None,
     ) -> str:
+        """Record a one-to-one message; return its MsgKey, ``{random}_{seq}_{unix time}`` like
+        Tencent's (e.g. ``128493_903762_1572870301``) unless given."""
         if not from_account or not to_account:
             raise ValueError("from_account and to_account must be non-empty")
         if msg_key is None:
             while True:
                 self._c2c_seq += 1
-                msg_key = f"{self.rng.randint(0, U32_MAX)}_{self._c2c_seq}_{int(self.clock())}"
+                rand = self.rng.randint(0, U32_MAX) if msg_random is None else msg_random
+                msg_key = f"{rand}_{self._c2c_seq}_{int(self.clock())}"
                 if msg_key not in self.c2c:
                     break
         elif msg_key in self.c2c:
             raise ValueError(f"MsgKey {msg_key!r} exists already")
-        self.c2c[msg_key] = C2CMessage(from_account, to_account, msg_key, support_extension)
+        self.c2c[msg_key] = C2CMessage(
+            from_account, to_account, msg_key, support_extension, msg_body=msg_body
+        )
         return msg_key
 
-    def group_message_ext(self, group_id: str, msg_seq: int) -> Extensions:
-        """The extensions of a group message, for an extension command (codes 23004/10004)."""
+    def group_message(self, group_id: str, msg_seq: int) -> GroupMessage:
+        """A group message for an extension command (codes 23004, 10004, see below)."""
         group = self.groups.get(group_id)
         message = group.messages.get(msg_seq) if group is not None else None
         if group is None or message is None:
@@ -409,21 +476,24 @@ class TimState:
             )
         if group.group_type in _NO_EXTENSION_TYPES:
             raise EmulatorError(
-                10004, f"group type {group.group_type} does not support message extensions"
+                NO_EXTENSION_CODE,
+                f"group type {group.group_type} does not support message extensions",
             )
         if not message.support_extension:
             raise EmulatorError(
-                10004,
-                f"group message {msg_seq} was not sent with SupportMessageExtension: "
-                "it has no extensions",
+                NO_EXTENSION_CODE,
+                f"group message {msg_seq} in group {group_id!r} was not sent with "
+                "SupportMessageExtension=1: it cannot carry extensions",
             )
-        return message.ext
+        return message
 
-    def c2c_message_ext(
-        self, from_account: str | None, to_account: str, msg_key: str
-    ) -> Extensions:
-        """The extensions of a one-to-one message. ``to_account`` must be one of the two
-        parties; ``from_account``, when given, the other one."""
+    def group_message_ext(self, group_id: str, msg_seq: int) -> Extensions:
+        """The extensions of a group message (see :meth:`group_message`)."""
+        return self.group_message(group_id, msg_seq).ext
+
+    def c2c_message(self, from_account: str | None, to_account: str, msg_key: str) -> C2CMessage:
+        """A one-to-one message for an extension command. ``to_account`` must be one of the
+        two parties; ``from_account``, when given, the other one."""
         message = self.c2c.get(msg_key)
         found = False
         if message is not None:
@@ -440,11 +510,36 @@ class TimState:
             )
         if not message.support_extension:
             raise EmulatorError(
-                10004,
-                f"one-to-one message {msg_key!r} was not sent with SupportMessageExtension: "
-                "it has no extensions",
+                NO_EXTENSION_CODE,
+                f"one-to-one message {msg_key!r} was not sent with SupportMessageExtension=1: "
+                "it cannot carry extensions",
             )
-        return message.ext
+        return message
+
+    def c2c_message_ext(
+        self, from_account: str | None, to_account: str, msg_key: str
+    ) -> Extensions:
+        """The extensions of a one-to-one message (see :meth:`c2c_message`)."""
+        return self.c2c_message(from_account, to_account, msg_key).ext
+
+    def write_extensions(
+        self, message: Message, operate_type: int, items: Sequence[tuple[str, str]]
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Apply one extension write from a REST command to ``message``: ``operate_type`` 1 sets
+        ``items`` (key, value), 2 deletes their keys, 3 clears. Return the new message-wide seq
+        and the written pairs as ``{"Key", "Value", "Seq"}`` (deleted keys with Value "",
+        [] for a clear). Every extension write made over HTTP goes through here."""
+        ext = message.ext
+        if operate_type == 1:
+            seq = ext.set(items)
+            return seq, [{"Key": k, "Value": v, "Seq": seq} for k, v in items]
+        if operate_type == 2:
+            keys = [k for k, _ in items]
+            seq = ext.delete(keys)
+            return seq, [{"Key": k, "Value": "", "Seq": seq} for k in keys]
+        if operate_type == 3:
+            return ext.clear(), []
+        raise EmulatorError(10004, f"OperateType must be 1, 2 or 3, got {operate_type!r}")
 
     # group attributes ------------------------------------------------------------------------
 
@@ -466,6 +561,14 @@ class TimState:
             writes.append(now)
         return group
 
+    def _commit_attrs(
+        self, group: Group, attrs: dict[str, str], option: str, changed: list[tuple[str, str]]
+    ) -> None:
+        """Store a group's new attributes. Every attribute write (``option`` "modify", "set",
+        "delete" or "clear"; ``changed`` the pairs the request named) ends here, once all
+        checks passed."""
+        group.attrs = attrs
+
     def get_group_attrs(self, group_id: str) -> dict[str, str]:
         return dict(self.group(group_id).attrs)
 
@@ -477,7 +580,7 @@ class TimState:
         result = dict(group.attrs)
         result.update(items)
         _check_attrs(items, result)
-        group.attrs = result
+        self._commit_attrs(group, result, "modify", list(items))
 
     def set_group_attrs(
         self, group_id: str, items: Sequence[tuple[str, str]], *, now: float | None = None
@@ -486,7 +589,7 @@ class TimState:
         group = self._attr_group(group_id, now)
         result = dict(items)
         _check_attrs(items, result)
-        group.attrs = result
+        self._commit_attrs(group, result, "set", list(items))
 
     def delete_group_attrs(
         self, group_id: str, keys: Sequence[str], *, now: float | None = None
@@ -498,11 +601,13 @@ class TimState:
                 raise EmulatorError(
                     10050, f"GroupAttr[{i}].key {key!r} does not exist in group {group_id!r}"
                 )
-        for key in keys:
-            group.attrs.pop(key, None)
+        gone = set(keys)
+        result = {k: v for k, v in group.attrs.items() if k not in gone}
+        self._commit_attrs(group, result, "delete", [(k, group.attrs[k]) for k in keys])
 
     def clear_group_attrs(self, group_id: str, *, now: float | None = None) -> None:
-        self._attr_group(group_id, now, clear=True).attrs = {}
+        group = self._attr_group(group_id, now, clear=True)
+        self._commit_attrs(group, {}, "clear", list(group.attrs.items()))
 
     # group counters --------------------------------------------------------------------------
 
