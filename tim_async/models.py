@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -73,9 +73,6 @@ _ITEM_SLOT_SETTERS = _slot_setters()
 #: :class:`ExtensionItem` objects are first asked for: three pointers per pair instead of one
 #: object per pair, and no per-pair work for ``len()``, ``as_dict()`` or ``in``.
 Rows = tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]
-
-_seq_of = attrgetter("seq")
-
 
 def _items_tuple(items: Iterable[ExtensionItem]) -> tuple[ExtensionItem, ...]:
     return items if type(items) is tuple else tuple(items)
