@@ -74,6 +74,7 @@ _ITEM_SLOT_SETTERS = _slot_setters()
 #: object per pair, and no per-pair work for ``len()``, ``as_dict()`` or ``in``.
 Rows = tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]
 
+
 def _items_tuple(items: Iterable[ExtensionItem]) -> tuple[ExtensionItem, ...]:
     return items if type(items) is tuple else tuple(items)
 
