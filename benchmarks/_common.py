@@ -23,7 +23,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from tim_async.limiter import SlidingWindowLimiter
+from tim_async.limiter import SlidingWindowLimiter, Slot
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,15 +188,15 @@ class TimedLimiter:
     def mean_ms(self) -> float:
         return 1e3 * sum(self.held) / len(self.held) if self.held else float("nan")
 
-    def acquire(self, command: str) -> AbstractAsyncContextManager[None]:
+    def acquire(self, command: str) -> AbstractAsyncContextManager[Slot]:
         return self._slot(command)
 
     @asynccontextmanager
-    async def _slot(self, command: str) -> AsyncIterator[None]:
-        async with self.inner.acquire(command):
+    async def _slot(self, command: str) -> AsyncIterator[Slot]:
+        async with self.inner.acquire(command) as slot:
             start = time.monotonic()
             try:
-                yield
+                yield slot  # the session marks unanswered calls on the real slot
             finally:
                 self.held.append(time.monotonic() - start)
 

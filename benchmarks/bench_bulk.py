@@ -1,11 +1,17 @@
-"""Bulk pull against the rate limit's floor.
+"""Bulk pull against the rate limit's floor, and the mixed-commands ratio.
 
-Starts the emulator in another process (``python -m tim_async.testing --rate-limit 200
---seed-groups N --keys-per-msg-max 300 --seed 1``: one group holding messages 1..N with 1-300
-extension pairs each, written 20 per set call), then pulls every message with
-``tim.msg_ext.group_get_key_values`` through ``asyncio.gather`` under an ``asyncio.Semaphore``
-(``--concurrency``), with the client's own limit at 200 calls/s (``TimClient(rate_limit=200)``,
+Starts the emulator in another process (``benchmarks/_bulk_emulator.py``, enforcing 200/s: one
+group holding messages 1..N with 1-300 extension pairs each, written 20 per set call), then pulls
+every message through ``tim.msg_ext.pull_many`` (``--style pull_many``, the default; ``gather``:
+``group_get_key_values`` under ``asyncio.gather`` and a semaphore; ``workers``: a fixed pool),
+``--concurrency`` 64, with the client's own limit at 200 calls/s (``TimClient(rate_limit=200)``,
 default retries).
+
+``--mixed`` measures head-of-line blocking instead: at ``rate_limit=100`` (client and server),
+300 one-page group targets against 150 one-page group targets followed by 150 one-page
+one-to-one targets (group first), alternating rounds (``--rounds``); printed: the median ratio
+of the mixed time to the group-only time (goal <= 0.6; one pool shared by both commands gives
+about 0.8).
 
 Printed: the pages the server answered (the SDK's ``stats.attempts``; checked against the page
 count computed from the pairs each message returned), the elapsed time from the first call to
@@ -37,7 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
+from _bulk_emulator import bulk_emulator
 
+from tim_async import C2CMessage, GroupMessage
 from tim_async.client import TimClient
 from tim_async.testing import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY
 
@@ -104,7 +112,18 @@ async def pull(
 
         start = time.perf_counter()
         cpu = time.process_time()
-        if style == "gather":
+        if style == "pull_many":
+            total_pairs = 0
+            messages_iter = (GroupMessage(GROUP_ID, s) for s in targets(count, messages))
+            async for result in ext.pull_many(messages_iter, concurrency=concurrency):
+                if result.extensions is None:
+                    name = type(result.error).__name__
+                    failures[name] = failures.get(name, 0) + 1
+                    continue
+                pairs = len(result.extensions)
+                pairs_by_message[result.target.msg_seq] = pairs  # type: ignore[union-attr]
+                total_pairs += pairs
+        elif style == "gather":
             semaphore = asyncio.Semaphore(concurrency)
 
             async def bounded(msg_seq: int) -> int:
@@ -200,6 +219,67 @@ def report(result: dict[str, Any], rate: int, concurrency: int) -> bool:
     return ok
 
 
+MIXED_RATE = 100
+
+
+async def timed_run(
+    base_url: str, items: list[GroupMessage | C2CMessage], concurrency: int
+) -> float:
+    """Seconds to pull ``items`` through ``pull_many`` at ``MIXED_RATE`` (every one must pass)."""
+    async with TimClient(
+        TEST_SDKAPPID, TEST_ADMIN, secret_key=TEST_SECRET_KEY, base_url=base_url,
+        rate_limit=MIXED_RATE, timeout=60.0,
+    ) as tim:  # fmt: skip
+        start = time.perf_counter()
+        done = 0
+        async for result in tim.msg_ext.pull_many(items, concurrency=concurrency):
+            if result.error is not None:
+                raise RuntimeError(f"{result.target}: {result.error}")
+            done += 1
+        elapsed = time.perf_counter() - start
+        assert done == len(items)
+        assert tim.stats.retries == 0, tim.stats.retried_by_reason
+    return elapsed
+
+
+def mixed(rounds: int, concurrency: int) -> int:
+    """The mixed-commands ratio (see the module docstring)."""
+    _common.print_machine()
+    print(f"\nMixed commands at rate_limit={MIXED_RATE} (client and server), "
+          f"concurrency {concurrency}, {rounds} alternating rounds", flush=True)  # fmt: skip
+    with bulk_emulator(rate=MIXED_RATE, small=300, c2c=150) as emulator:
+        group = emulator["small_group"]
+        group_only: list[GroupMessage | C2CMessage] = [
+            GroupMessage(group, s) for s in emulator["small"]
+        ]
+        c2c = [C2CMessage("bob", key, from_account="alice") for key in emulator["c2c_keys"]]
+        mixed_items: list[GroupMessage | C2CMessage] = [*group_only[:150], *c2c]
+        times: dict[str, list[float]] = {"group": [], "mixed": []}
+        ratios: list[float] = []
+        for _ in range(rounds):
+            for name, items in (("group", group_only), ("mixed", mixed_items)):
+                times[name].append(asyncio.run(timed_run(emulator["base_url"], items, concurrency)))
+                time.sleep(1.1)  # let the server's sliding second empty
+            ratios.append(times["mixed"][-1] / times["group"][-1])
+    ratios.sort()
+    median = ratios[len(ratios) // 2]
+    _common.print_table(
+        ["run", "targets", "median s", "runs s"],
+        [
+            ["300 group", 300, f"{sorted(times['group'])[rounds // 2]:.2f}",
+             ", ".join(f"{x:.2f}" for x in times["group"])],
+            ["150 group + 150 one-to-one", 300, f"{sorted(times['mixed'])[rounds // 2]:.2f}",
+             ", ".join(f"{x:.2f}" for x in times["mixed"])],
+        ],
+    )  # fmt: skip
+    ok = median <= 0.6
+    shown = ", ".join(f"{r:.3f}" for r in ratios)
+    print(f"mixed / group-only: median **{median:.3f}** (rounds: {shown}); goal <= 0.6: "
+          f"{_common.yes_no(ok)}")  # fmt: skip
+    print(f"load average after the run: {_common.load_line()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000, help="messages seeded and pulled")
@@ -209,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--base-url", help="pull from this running emulator (no emulator started)")
     parser.add_argument("--targets", type=int, help="targets to pull [--messages]")
-    parser.add_argument("--style", choices=("gather", "workers"), default="gather")
+    parser.add_argument("--style", choices=("pull_many", "gather", "workers"), default="pull_many")
+    parser.add_argument("--mixed", action="store_true", help="the mixed-commands ratio")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --mixed")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line")
     return parser
 
@@ -221,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--messages, --concurrency and --rate must be >= 1", file=sys.stderr)
         return 2
     count = args.targets if args.targets is not None else args.messages
+    if args.mixed:
+        return mixed(args.rounds, args.concurrency)
     if args.base_url:
         result = asyncio.run(
             pull(
@@ -246,16 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"and seeding the emulator...",
         flush=True,
     )
-    with _common.emulator_process(
-        rate_limit=rate,
-        seed_groups=args.messages,
-        keys_per_msg_max=args.keys_max,
-        seed=args.seed,
+    with bulk_emulator(
+        rate=rate, messages=args.messages, keys_max=args.keys_max, seed=args.seed
     ) as emulator:
-        server_cpu = emulator.cpu_seconds()
+        pid = emulator["proc"].pid
+        server_cpu = _common.proc_cpu_seconds(pid)
         result = asyncio.run(
             pull(
-                emulator.base_url,
+                emulator["base_url"],
                 messages=args.messages,
                 count=count,
                 concurrency=args.concurrency,
@@ -263,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 style=args.style,
             )
         )
-        server_cpu = emulator.cpu_seconds() - server_cpu
+        server_cpu = _common.proc_cpu_seconds(pid) - server_cpu
     if args.json:
         print(json.dumps(result), flush=True)
         return 0

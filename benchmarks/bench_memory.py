@@ -1,22 +1,25 @@
 """Memory: peak RSS of a bulk pull at 10,000 and 100,000 targets.
 
-Starts one emulator in another process (``--rate-limit none``, one group with ``--messages``
-messages of 1-300 pairs, as in ``bench_bulk.py``), then runs each puller as a child process and
-reads its peak resident set size from the kernel (``ru_maxrss`` of ``os.wait4``):
+Starts one emulator in another process (``benchmarks/_bulk_emulator.py``, no rate limit, one
+group with ``--messages`` messages of 1-300 pairs, as in ``bench_bulk.py``), then runs each puller
+as a child process and reads its peak resident set size from the kernel (``ru_maxrss`` of
+``os.wait4``):
 
+* **pull_many**: ``tim.msg_ext.pull_many`` over a generator of targets (``bench_bulk.py
+  --style pull_many``), client limit off;
 * **gather**: the bulk pull of ``bench_bulk.py`` (``asyncio.gather`` over every target under a
   semaphore), client limit off;
 * **workers**: the same pull through a fixed pool of ``--concurrency`` workers reading the
   targets as they go (no task per target);
 * **cli**: ``python -m tim_async ext pull-bulk TARGETS --rate-limit none`` (JSON lines to
-  ``/dev/null``).
+  ``/dev/null``; it runs on ``pull_many`` too).
 
 Targets cycle over the seeded messages (target ``i`` is message ``i % messages + 1``), so the
 emulator stays small while the pullers see ``--targets`` targets. Goal: the peak at 100,000
 targets within 1.2x of the peak at 10,000.
 
 Usage: ``python benchmarks/bench_memory.py [--targets 10000,100000] [--messages 5000]
-[--concurrency 64] [--pullers gather,workers,cli]``
+[--concurrency 64] [--pullers pull_many,cli,gather,workers]``
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
+from _bulk_emulator import bulk_emulator
 
 from tim_async.testing import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY
 
 HERE = Path(__file__).resolve().parent
-PULLERS = ("gather", "workers", "cli")
+PULLERS = ("pull_many", "cli", "gather", "workers")
+DEFAULT_PULLERS = "pull_many,cli"
 
 
 def run_child(cmd: list[str], *, env: dict[str, str], stdout: Any) -> tuple[int, int, float, str]:
@@ -129,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--messages", type=int, default=5000, help="distinct messages seeded")
     parser.add_argument("--keys-max", type=int, default=300, help="most pairs per message")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--pullers", default=",".join(PULLERS), help="gather,workers,cli")
+    parser.add_argument("--pullers", default=DEFAULT_PULLERS, help=",".join(PULLERS))
     return parser
 
 
@@ -155,14 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_ok = True
     with (
         tempfile.TemporaryDirectory() as tmp,
-        _common.emulator_process(
-            rate_limit=None, seed_groups=args.messages, keys_per_msg_max=args.keys_max
-        ) as emulator,
+        bulk_emulator(rate=None, messages=args.messages, keys_max=args.keys_max) as emulator,
     ):
         for puller in pullers:
             peaks: dict[int, int] = {}
             for count in counts:
-                result = measure(puller, emulator.base_url, count, args, Path(tmp))
+                result = measure(puller, emulator["base_url"], count, args, Path(tmp))
                 peaks[count] = result["rss_kib"]
                 print(
                     f"  {puller} {count:,}: peak RSS {result['rss_kib'] / 1024:.1f} MiB, "

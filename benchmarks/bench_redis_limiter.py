@@ -1,24 +1,33 @@
-"""Several processes, one budget: RedisLimiter's precision and sustained rate.
+"""Several processes, one budget: RedisLimiter's precision, smoothness and sustained rate,
+beside the in-process limiter.
 
 Starts its own redis-server on a free loopback port and, when the emulator is available
-(``python -m tim_async.testing``), one emulator process enforcing 200 calls/s per command. Then
-``--processes`` worker processes (default 4) each run ``--tasks`` concurrent tasks that hammer one
-REST command for ``--seconds`` through a ``TimClient`` whose limiter is a ``RedisLimiter`` with a
-shared budget of ``--rate`` calls/s (``max_retries=0``, so a 60007 is seen, not retried).
-With ``--fake-rtt`` (or without the emulator) no HTTP call is made: each admitted call sleeps
-for a fake 5 ms round trip instead.
+(``python -m tim_async.testing``), one emulator process enforcing 200 calls/s per command. Then,
+for each round, two runs one after the other against the same emulator:
+
+* ``redis``: ``--processes`` worker processes (default 4) each run ``--tasks`` concurrent tasks
+  that hammer one REST command for ``--seconds`` through a ``TimClient`` whose limiter is a
+  ``RedisLimiter`` with a shared budget of ``--rate`` calls/s;
+* ``local``: one process runs ``processes x tasks`` tasks through a ``TimClient`` with the
+  in-process limiter (``SlidingWindowLimiter(rate)``), the same load in one process.
+
+``max_retries=0``, so a 60007 is seen, not retried. With ``--fake-rtt`` (or without the emulator)
+no HTTP call is made: each admitted call sleeps for a fake 5 ms round trip instead.
 
 Every admission is recorded as ``(enter, exit)`` in ``time.monotonic()`` (system-wide, so the
 processes' records compare): just after the limiter admitted the call and just before it
-records the finish. Printed:
+records the finish. Printed for each run:
 
-* max admissions in any sliding second (must be <= rate);
-* max arrivals possible in any sliding second: each call placed anywhere in its
-  ``[enter, exit]``, the worst case the server could see (must be <= rate);
-* the sustained combined rate after the first second, and its ratio to the rate;
-* 60007 answers from the emulator (must be 0).
+* the busiest sliding second of admissions (must be <= rate), and the most arrivals the server
+  could see in one if each call arrived anywhere in its ``[enter, exit]`` (must be <= rate);
+* the busiest sliding 50 ms of admissions: a paced stream at 200/s has 10, plus the burst (4);
+  a limiter that frees a batch of slots at once lets the batch through together;
+* the sustained combined rate (rate / the mean gap between the k-th and (k + rate)-th
+  admission, the time a slot takes to be reused) and its ratio to the rate;
+* 60007 answers from the emulator (must be 0) and the machine's load.
 
-Usage: ``python benchmarks/bench_redis_limiter.py [--seconds 10] [--processes 4] [--fake-rtt]``
+Usage: ``python benchmarks/bench_redis_limiter.py [--seconds 10] [--processes 4] [--rounds 1]
+[--limiters redis,local] [--fake-rtt]``
 """
 
 from __future__ import annotations
@@ -44,31 +53,28 @@ from tim_async.testing.redis_server import redis_server
 
 REPO = Path(__file__).resolve().parent.parent
 COMMAND = "openim_msg_ext_http_svc/group_get_key_values"
-GROUP_ID = "@TGS#SEEDGROUP"  # what `python -m tim_async.testing --seed-groups 1` creates
+GROUP_ID = _common.SEED_GROUP_ID  # what the emulator's seeding creates
 
 
 # --------------------------------------------------------------------------- worker process
 
 
 class RecordingLimiter:
-    """Wraps the SDK's limiter and records ``(enter, exit)`` of every admitted call."""
+    """Wraps a limiter and records ``(enter, exit)`` of every admitted call."""
 
     def __init__(self, inner: Any, log: list[tuple[float, float]]) -> None:
         self.inner = inner
         self.log = log
 
-    def bind(self, sdkappid: int) -> RecordingLimiter:
-        return RecordingLimiter(self.inner.bind(sdkappid), self.log)
-
-    def acquire(self, command: str) -> AbstractAsyncContextManager[None]:
+    def acquire(self, command: str) -> AbstractAsyncContextManager[Any]:
         return self._slot(command)
 
     @asynccontextmanager
-    async def _slot(self, command: str) -> AsyncIterator[None]:
-        async with self.inner.acquire(command):
+    async def _slot(self, command: str) -> AsyncIterator[Any]:
+        async with self.inner.acquire(command) as slot:
             enter = time.monotonic()
             try:
-                yield
+                yield slot
             finally:
                 self.log.append((enter, time.monotonic()))
 
@@ -76,15 +82,30 @@ class RecordingLimiter:
         await self.inner.aclose()
 
 
+class RecordingBindable(RecordingLimiter):
+    """The same for a limiter the client binds to its SDKAppID (RedisLimiter)."""
+
+    def bind(self, sdkappid: int) -> RecordingBindable:
+        return RecordingBindable(self.inner.bind(sdkappid), self.log)
+
+
 async def worker(args: argparse.Namespace) -> dict[str, Any]:
     from tim_async import errors
     from tim_async.client import TimClient
-    from tim_async.limiter_redis import RedisLimiter
+    from tim_async.limiter import SlidingWindowLimiter
 
     log: list[tuple[float, float]] = []
     outcomes: dict[str, int] = {}
-    async with RedisLimiter.from_url(args.redis_url, rate=args.rate, namespace="bench") as shared:
-        limiter = RecordingLimiter(shared, log)
+    async with contextlib.AsyncExitStack() as stack:
+        limiter: RecordingLimiter
+        if args.limiter == "redis":
+            from tim_async.limiter_redis import RedisLimiter
+
+            shared = RedisLimiter.from_url(args.redis_url, rate=args.rate, namespace="bench")
+            await stack.enter_async_context(shared)
+            limiter = RecordingBindable(shared, log)
+        else:
+            limiter = RecordingLimiter(SlidingWindowLimiter(args.rate), log)
         if args.emulator_url:
             from tim_async.testing import TEST_SDKAPPID, TEST_SECRET_KEY
 
@@ -95,6 +116,7 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
                 limiter=limiter,
                 max_retries=0,
             )
+            await stack.enter_async_context(tim)
 
             async def one_call() -> None:
                 try:
@@ -107,8 +129,9 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
         else:
-            tim = None
-            bound = limiter.bind(1400000000)
+            bound: Any = (
+                limiter.bind(1400000000) if isinstance(limiter, RecordingBindable) else limiter
+            )
 
             async def one_call() -> None:
                 async with bound.acquire(COMMAND):
@@ -125,8 +148,6 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
                 await one_call()
 
         await asyncio.gather(*(hammer() for _ in range(args.tasks)))
-        if tim is not None:
-            await tim.close()
     return {"log": log, "outcomes": outcomes}
 
 
@@ -153,39 +174,20 @@ def max_arrivals(intervals: list[tuple[float, float]], width: float) -> int:
 # --------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--tasks", type=int, default=32, help="concurrent tasks per process")
-    parser.add_argument("--rate", type=int, default=200)
-    parser.add_argument("--fake-rtt", action="store_true", help="no emulator: sleep 5 ms")
-    parser.add_argument("--save", metavar="PATH", help="write the raw records as JSON")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
-    parser.add_argument("--emulator-url", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    if args.worker:
-        result = asyncio.run(worker(args))
-        print(json.dumps(result))
-        return
-
-    use_emulator = not args.fake_rtt and importlib.util.find_spec("tim_async.testing.__main__")
+def run(
+    args: argparse.Namespace, limiter: str, redis_url: str, emulator_url: str
+) -> list[dict[str, Any]]:
+    """One run: the worker processes of one limiter, started together; their records."""
+    processes, tasks = (args.processes, args.tasks)
+    if limiter == "local":  # the same load in one process
+        processes, tasks = 1, args.processes * args.tasks
+    command = [sys.executable, __file__, "--worker", "--limiter", limiter]
+    command += ["--redis-url", redis_url, "--emulator-url", emulator_url]
+    command += ["--seconds", str(args.seconds), "--rate", str(args.rate), "--tasks", str(tasks)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     with contextlib.ExitStack() as stack:
-        redis_url = stack.enter_context(redis_server()).url
-        emulator_url = ""
-        if use_emulator:
-            emulator = stack.enter_context(
-                _common.emulator_process(rate_limit=args.rate, seed_groups=1, keys_per_msg_max=5)
-            )
-            emulator_url = emulator.base_url
-        command = [sys.executable, __file__, "--worker", "--redis-url", redis_url]
-        command += ["--emulator-url", emulator_url, "--seconds", str(args.seconds)]
-        command += ["--rate", str(args.rate), "--tasks", str(args.tasks)]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
         workers: list[subprocess.Popen[str]] = []
-        for _ in range(args.processes):
+        for _ in range(processes):
             proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
             )
@@ -200,14 +202,84 @@ def main() -> None:
             assert proc.stdin is not None
             proc.stdin.write(f"{start!r}\n")
             proc.stdin.flush()
-        results = [json.loads(proc.communicate()[0]) for proc in workers]
+        return [json.loads(proc.communicate()[0]) for proc in workers]
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=32, help="concurrent tasks per process")
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds")
+    parser.add_argument("--limiters", default="redis,local", help="comma-separated, in order")
+    parser.add_argument("--fake-rtt", action="store_true", help="no emulator: sleep 5 ms")
+    parser.add_argument("--save", metavar="PATH", help="write the raw records as JSON")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--limiter", default="redis", help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--emulator-url", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        result = asyncio.run(worker(args))
+        print(json.dumps(result))
+        return
+
+    limiters = [name.strip() for name in args.limiters.split(",") if name.strip()]
+    if not limiters or set(limiters) - {"redis", "local"}:
+        sys.exit("--limiters takes redis and/or local")
+    use_emulator = not args.fake_rtt and importlib.util.find_spec("tim_async.testing.__main__")
+    what = "emulator round trips" if use_emulator else "fake 5 ms round trips"
+    print(
+        f"{args.processes} processes x {args.tasks} tasks (local: 1 process x "
+        f"{args.processes * args.tasks} tasks), one command, budget {args.rate}/s, "
+        f"{args.seconds:g} s per run, {what}; load before: {_common.load_line()}",
+        flush=True,
+    )
+    saved: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server()).url if "redis" in limiters else ""
+        emulator_url = ""
+        if use_emulator:
+            emulator = stack.enter_context(
+                _common.emulator_process(rate_limit=args.rate, seed_groups=1, keys_per_msg_max=5)
+            )
+            emulator_url = emulator.base_url
+        for round_ in range(args.rounds):
+            order = limiters if round_ % 2 == 0 else limiters[::-1]
+            for limiter in order:
+                time.sleep(1.1)  # the emulator's window of the previous run has passed
+                results = run(args, limiter, redis_url, emulator_url)
+                saved.append({"limiter": limiter, "round": round_, "results": results})
+                summary = summarize(args, limiter, results)
+                summaries.append(summary)
+                report(summary, bool(use_emulator))
     if args.save:
-        Path(args.save).write_text(json.dumps(results))
-    report(args, results, bool(use_emulator))
+        Path(args.save).write_text(json.dumps(saved))
+    if args.rounds > 1:
+        print("\nmedians over the rounds")
+        rows = []
+        for limiter in limiters:
+            mine = [s for s in summaries if s["limiter"] == limiter]
+            rows.append(
+                [
+                    limiter,
+                    f"{statistics.median(s['busiest_second'] for s in mine):g}",
+                    f"{statistics.median(s['busiest_50ms'] for s in mine):g}",
+                    f"{statistics.median(s['sustained'] for s in mine) / args.rate:.1%}",
+                    sum(s["outcomes"].get("60007", 0) for s in mine),
+                ]
+            )
+        _common.print_table(
+            ["limiter", "busiest second", "busiest 50 ms", "sustained", "60007"], rows
+        )
 
 
-def report(args: argparse.Namespace, results: list[dict[str, Any]], emulator: bool) -> None:
+def summarize(
+    args: argparse.Namespace, limiter: str, results: list[dict[str, Any]]
+) -> dict[str, Any]:
     rate = args.rate
     intervals = sorted(tuple(i) for r in results for i in r["log"])
     enters = [enter for enter, _ in intervals]
@@ -222,49 +294,67 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], emulator: bo
     # them is a slot's cycle (admission, call, one period, the next admission).
     cycles = [b - a for a, b in zip(in_run, in_run[rate:], strict=False)]
     cycle = statistics.fmean(cycles)
-    sustained = rate / cycle
     holds = [exit_ - enter for enter, exit_ in intervals]
-    per_second = [
-        sum(1 for t in enters if t0 + k <= t < t0 + k + 1) for k in range(int(args.seconds))
-    ]
-    what = "emulator round trips" if emulator else "fake 5 ms round trips"
-    print(
-        f"RedisLimiter, {args.processes} processes x {args.tasks} tasks, one command, "
-        f"shared budget {rate}/s, {args.seconds:g} s, {what}"
-    )
+    return {
+        "limiter": limiter,
+        "processes": len(results),
+        "admissions": len(intervals),
+        "per_process": [len(r["log"]) for r in results],
+        "busiest_second": _common.max_in_window(enters, 1.0),
+        "arrivals_possible": max_arrivals(intervals, 1.0),
+        "busiest_50ms": _common.max_in_window(enters, 0.05),
+        "busiest_50ms_after_1s": _common.max_in_window([t for t in enters if t >= t0 + 1.0], 0.05),
+        "sustained": rate / cycle,
+        "cycle": cycle,
+        "hold_mean": statistics.fmean(holds),
+        "hold_median": statistics.median(holds),
+        "hold_p99": sorted(holds)[int(len(holds) * 0.99)],
+        "per_second": [
+            sum(1 for t in enters if t0 + k <= t < t0 + k + 1) for k in range(int(args.seconds))
+        ],
+        "outcomes": outcomes,
+        "rate": rate,
+        "load": os.getloadavg()[0],
+    }
+
+
+def report(s: dict[str, Any], emulator: bool) -> None:
+    rate = s["rate"]
+    name = "RedisLimiter" if s["limiter"] == "redis" else "in-process SlidingWindowLimiter"
+    print(f"\n{name}, {s['processes']} process(es)")
     rows = [
-        ("admissions", f"{len(intervals)}"),
-        ("per process", " / ".join(str(len(r["log"])) for r in results)),
+        ("admissions", f"{s['admissions']}"),
+        ("per process", " / ".join(map(str, s["per_process"]))),
+        ("busiest sliding second (admissions)", f"{s['busiest_second']} (<= {rate})"),
+        ("max arrivals possible in any sliding second", f"{s['arrivals_possible']}"),
         (
-            "max admissions in any sliding second",
-            f"{_common.max_in_window(enters, 1.0)} (<= {rate})",
+            "busiest sliding 50 ms (admissions): whole run / after 1 s",
+            f"{s['busiest_50ms']} / {s['busiest_50ms_after_1s']}",
         ),
-        ("max arrivals possible in any sliding second", f"{max_arrivals(intervals, 1.0)}"),
         (
             "sustained combined rate (rate / slot cycle)",
-            f"{sustained:.1f}/s = {sustained / rate:.1%} of {rate}",
+            f"{s['sustained']:.1f}/s = {s['sustained'] / rate:.1%} of {rate}",
         ),
         (
             "slot cycle = 1 s + call + wait to readmit (ms)",
-            f"{cycle * 1000:.1f} = 1000 + {statistics.fmean(holds) * 1000:.1f} + "
-            f"{(cycle - 1.0 - statistics.fmean(holds)) * 1000:.1f}",
+            f"{s['cycle'] * 1000:.1f} = 1000 + {s['hold_mean'] * 1000:.1f} + "
+            f"{(s['cycle'] - 1.0 - s['hold_mean']) * 1000:.1f}",
         ),
-        ("admissions per whole second of the run", " ".join(map(str, per_second))),
+        ("admissions per whole second of the run", " ".join(map(str, s["per_second"]))),
         (
             "held per call: median / p99 (ms)",
-            f"{statistics.median(holds) * 1000:.2f} / "
-            f"{sorted(holds)[int(len(holds) * 0.99)] * 1000:.2f}",
+            f"{s['hold_median'] * 1000:.2f} / {s['hold_p99'] * 1000:.2f}",
         ),
     ]
     if emulator:
+        outcomes = s["outcomes"]
         rows.append(("60007 answers from the emulator", str(outcomes.get("60007", 0))))
         others = {k: n for k, n in outcomes.items() if k not in ("ok", "60007")}
         rows.append(("other failures", str(others or 0)))
-    load = os.getloadavg()[0]
-    rows.append(("machine load (1 min average) / CPUs", f"{load:.1f} / {os.cpu_count()}"))
+    rows.append(("machine load (1 min average) / CPUs", f"{s['load']:.1f} / {os.cpu_count()}"))
     width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
+    for row_name, value in rows:
+        print(f"  {row_name:<{width}}  {value}", flush=True)
 
 
 if __name__ == "__main__":

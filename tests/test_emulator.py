@@ -63,7 +63,10 @@ def mono() -> Clock:
 
 @pytest.fixture
 def wall() -> Clock:
-    return Clock(time.time)
+    # Stopped at the real time (UserSigs the tests sign with the real clock stay valid): it
+    # moves only when a test moves it, so an expiry one second away cannot race.
+    start = time.time()
+    return Clock(lambda: start)
 
 
 @pytest.fixture
@@ -904,16 +907,32 @@ async def test_rate_limit_concurrent_burst(
     assert sorted(codes) == [0] * 5 + [60007] * 7
 
 
-@pytest.mark.tim_server(rate_limit=5)
-async def test_rate_limit_real_clock(
+#: The clock of the marker's server below: it moves only when the test moves it.
+MARKER_CLOCK = Clock(lambda: 1000.0)
+
+
+@pytest.mark.tim_server(rate_limit=5, monotonic=MARKER_CLOCK)
+async def test_rate_limit_set_by_the_plugin_marker(
     tim_server: FakeTimServer, http: aiohttp.ClientSession
 ) -> None:
     gid = tim_server.create_group()
     body = {"GroupId": gid}
     assert [await code_of(http, tim_server, GET_ATTR, body) for _ in range(6)] == [0] * 5 + [60007]
-    first = tim_server.requests[0].time
-    await asyncio.sleep(max(0.0, first + 1.02 - time.monotonic()))
+    MARKER_CLOCK.advance(0.98)  # the first five still inside the sliding second
+    assert await code_of(http, tim_server, GET_ATTR, body) == 60007
+    MARKER_CLOCK.advance(0.04)  # now they have left it
     assert await code_of(http, tim_server, GET_ATTR, body) == 0
+
+
+async def test_the_default_clock_is_the_monotonic_clock(http: aiohttp.ClientSession) -> None:
+    # The rate windows and the log's times run on time.monotonic() unless told otherwise
+    # (the request is logged between the two readings; no upper bound on how long it takes).
+    async with FakeTimServer() as server:
+        gid = server.create_group()
+        before = time.monotonic()
+        assert await code_of(http, server, GET_ATTR, {"GroupId": gid}) == 0
+        after = time.monotonic()
+    assert before <= server.requests[0].time <= after
 
 
 # =========================================================================== request log

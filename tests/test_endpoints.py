@@ -12,6 +12,7 @@ import pytest
 from _fakes import FakeCaller
 
 import tim_async
+from tim_async import TimClient
 from tim_async.endpoints import GroupAttr, GroupCounter, MsgExt
 from tim_async.errors import (
     TimError,
@@ -19,9 +20,9 @@ from tim_async.errors import (
     TimTransportError,
     TimTypeError,
     TimValidationError,
-    error_for_code,
 )
 from tim_async.models import CounterMode, ExtensionItem, SetKeyResult
+from tim_async.testing import FakeTimServer
 
 EMPTY_PULL = {"CompleteFlag": 1, "LatestSeq": 0, "ClearSeq": 0, "ExtensionList": []}
 E_ACUTE = "\u00e9"  # 1 character, 2 bytes in UTF-8
@@ -657,12 +658,23 @@ async def test_group_counter_validation(
 
 
 async def test_api_errors_propagate_unchanged() -> None:
-    error = error_for_code(10010, "group gone", "group_open_http_svc/get_group_counter")
-    caller = FakeCaller(raises=error)
-    with pytest.raises(TimNotFoundError) as info:
-        await GroupCounter(caller).get_group_counter("g")
-    assert info.value is error
-    assert len(caller.calls) == 1
+    # Through the real session against the emulator: a deleted group answers 10010, which
+    # reaches the caller of the typed method as TimNotFoundError with the server's words.
+    async with FakeTimServer(rate_limit=None) as server:
+        gid = server.create_group()
+        server.set_group_counters(gid, {"a": 1})
+        server.delete_group(gid)
+        async with TimClient(
+            server.sdkappid, secret_key=server.secret_key, base_url=server.base_url
+        ) as tim:
+            with pytest.raises(TimNotFoundError) as info:
+                await tim.group_counter.get_group_counter(gid)
+        log = server.requests_for("group_open_http_svc/get_group_counter")
+    assert [entry.error_code for entry in log] == [10010]  # not retried
+    assert info.value.code == 10010
+    assert info.value.api == "group_open_http_svc/get_group_counter"
+    assert info.value.info and info.value.info in str(info.value)
+    assert info.value.body["ErrorCode"] == 10010
 
 
 def test_endpoint_layer_never_imports_aiohttp() -> None:

@@ -16,9 +16,10 @@ The convention (the README states it in an HTML comment at its top):
   ``identifier`` stay as written; the emulator runs with the README's SDKAppID (1400000000) and
   admin (``administrator``), so a block written for another app fails here.
 * The emulator is seeded with the ids the README uses (:func:`_seed`), fresh for each block.
-* A block that defines ``test_*`` functions is a pytest example: it is written into a temporary
-  project with an empty ``pytest.ini`` (so pytest-asyncio runs in strict mode, as in a new
-  user's project) and run by pytest in a subprocess; every test in it must pass.
+* A block that defines ``test_*`` functions is a pytest example: it is written as a file into a
+  temporary project with an empty ``pytest.ini`` (so pytest-asyncio runs in strict mode, as in a
+  new user's project), and pytest runs that project in a subprocess (once for all such blocks);
+  every test in the block's file must pass.
 * A block that cannot run here is preceded by ``<!-- not run: REASON -->`` (visible in the
   README's source); its test is reported as skipped with that reason, never left out.
 * :data:`AWAITING` lists blocks that fail until another change lands (strict xfail, so the entry
@@ -38,6 +39,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
+from xml.etree import ElementTree
 
 import pytest
 
@@ -96,7 +98,7 @@ def _params() -> Iterator[Any]:
             marks.append(pytest.mark.skip(reason=f"README says: not run: {reason}"))
         elif block_id in AWAITING:
             marks.append(pytest.mark.xfail(reason=AWAITING[block_id], strict=True))
-        yield pytest.param(code, id=block_id, marks=marks)
+        yield pytest.param(block_id, code, id=block_id, marks=marks)
 
 
 # ------------------------------------------------------------------ the emulator, in a thread
@@ -175,27 +177,52 @@ def emulator_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[TimClient]
         yield _EmulatorClient
 
 
-def _run_pytest_example(code: str, tmp_path: Path) -> None:
-    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    (tmp_path / "test_readme_example.py").write_text(code, encoding="utf-8")
-    want = len(re.findall(r"^(?:async )?def test_", code, re.M))
+def _is_pytest_example(code: str) -> bool:
+    return re.search(r"^(?:async )?def test_", code, re.M) is not None
+
+
+def _module(block_id: str) -> str:
+    return "test_" + block_id.replace("-", "_")
+
+
+@pytest.fixture(scope="module")
+def pytest_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Run every pytest example of the README in one project of their own (one pytest run for
+    all of them: each is a file), strict mode. Returns each file's outcomes, and "output"."""
+    project = tmp_path_factory.mktemp("readme_examples")
+    (project / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    for block_id, code, reason in _blocks():
+        if reason is None and _is_pytest_example(code):
+            (project / f"{_module(block_id)}.py").write_text(code, encoding="utf-8")
+    report = project / "report.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(rf"\b{want} passed\b", proc.stdout), proc.stdout
-    assert "skipped" not in proc.stdout and "warning" not in proc.stdout, proc.stdout
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"--junitxml={report}", str(project)],
+        cwd=project, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # stdout: the test run (its warnings summary included); stderr: pytest-asyncio's note on
+    # an unset loop scope, which any new project gets.
+    outcomes: dict[str, list[str]] = {"output": [proc.stdout, proc.stderr]}
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        module = case.get("classname", "").rpartition(".")[2]
+        outcomes.setdefault(module, []).append(kinds[0] if kinds else "passed")
+    return outcomes
 
 
-@pytest.mark.parametrize("code", list(_params()))
-def test_readme_block(code: str, emulator_client: type[TimClient], tmp_path: Path) -> None:
-    if re.search(r"^(?:async )?def test_", code, re.M):
-        _run_pytest_example(code, tmp_path)
+def _check_pytest_example(block_id: str, code: str, outcomes: dict[str, list[str]]) -> None:
+    stdout, stderr = outcomes["output"]
+    want = len(re.findall(r"^(?:async )?def test_", code, re.M))
+    assert outcomes.get(_module(block_id)) == ["passed"] * want, stdout + stderr
+    assert "warning" not in stdout, stdout
+
+
+@pytest.mark.parametrize(("block_id", "code"), list(_params()))
+def test_readme_block(block_id: str, code: str, request: pytest.FixtureRequest) -> None:
+    if _is_pytest_example(code):
+        _check_pytest_example(block_id, code, request.getfixturevalue("pytest_examples"))
         return
+    emulator_client: type[TimClient] = request.getfixturevalue("emulator_client")
     compiled = compile(code, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     namespace: dict[str, Any] = {"__name__": "__readme__"}
     if not compiled.co_flags & inspect.CO_COROUTINE:

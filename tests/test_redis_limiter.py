@@ -27,8 +27,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tim_async.errors import TimClosedError, TimConfigError, TimError, TimLimiterError
-from tim_async.limiter import RateLimiter
-from tim_async.limiter_redis import RedisLimiter
+from tim_async.limiter import LimiterClosedError, RateLimiter
+from tim_async.limiter_redis import PACE_MEMBER, RedisLimiter
 from tim_async.testing.redis_server import RedisServer, redis_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,6 +138,12 @@ def max_arrivals(intervals: list[Interval], period: float) -> int:
     )
 
 
+async def calls_in(admin: aioredis.Redis, key: str) -> dict[str, float]:
+    """The calls a budget key holds, member -> score (without the pacing schedule's member)."""
+    members = cast(list[tuple[str, float]], await admin.zrange(key, 0, -1, withscores=True))
+    return {member: score for member, score in members if member != PACE_MEMBER}
+
+
 async def redis_now_us(admin: aioredis.Redis) -> int:
     seconds, micros = await admin.time()
     return seconds * 1_000_000 + micros
@@ -164,7 +170,7 @@ async def test_several_limiters_share_one_budget(
 
 _CHILD = r"""
 import asyncio, json, random, sys, time
-from tim_async.limiter_redis import RedisLimiter
+from tim_async.limiter_redis import PACE_MEMBER, RedisLimiter
 from tim_async.testing.redis_server import RedisServer, redis_server
 
 async def main(url, namespace, calls):
@@ -240,7 +246,7 @@ async def test_call_in_flight_holds_its_slot_beyond_its_lease(
 
 _CRASHER = r"""
 import asyncio, os, sys, time
-from tim_async.limiter_redis import RedisLimiter
+from tim_async.limiter_redis import PACE_MEMBER, RedisLimiter
 from tim_async.testing.redis_server import RedisServer, redis_server
 
 async def main(url, namespace):
@@ -276,12 +282,51 @@ async def test_crashed_holder_lease_expires(
     out, _ = await proc.communicate()
     assert proc.returncode == 0
     before = float(out)
-    assert await admin.zcard(f"{namespace}:1:cmd") == 2  # held by a dead process
+    assert len(await calls_in(admin, f"{namespace}:1:cmd")) == 2  # held by a dead process
 
     limiter = make_limiter(rate=2, period=period, lease=lease, sdkappid=1)
     log: list[Interval] = []
     await asyncio.wait_for(call(limiter, log), 5.0)  # admitted once the leases lapsed...
     assert log[0][0] - before >= lease + period - EPS  # ...and not before
+
+
+# --------------------------------------------------------------------------- unanswered calls
+
+
+async def test_unanswered_call_holds_its_slot_for_the_extra_horizon(
+    make_limiter: Callable[..., RedisLimiter], admin: aioredis.Redis
+) -> None:
+    period, extra = 0.1, 0.6
+    limiter = make_limiter(rate=1, period=period, unanswered_hold=extra)
+    other = make_limiter(rate=1, period=period, unanswered_hold=extra)  # another process
+    key = limiter.key("cmd")
+    async with limiter.acquire("cmd") as slot:
+        slot.unanswered()  # sent, no answer: the request may still be on its way
+        gave_up = time.monotonic()  # before the finish is recorded
+    now_us = await redis_now_us(admin)
+    # Recorded as finishing `extra` after the call ended, on Redis's clock (TIME read here
+    # comes after the release, by a round trip: half of `extra` is slack for it)...
+    [score] = (await calls_in(admin, key)).values()
+    assert score >= now_us + extra * 1_000_000 / 2
+    log: list[Interval] = []
+    await asyncio.wait_for(call(other, log), 5)
+    # ...so the next call starts a period after that, not a period after the call ended.
+    assert log[0][0] - gave_up >= extra + period - EPS
+
+
+async def test_answered_call_frees_its_slot_a_period_after_it_ended(
+    make_limiter: Callable[..., RedisLimiter], admin: aioredis.Redis
+) -> None:
+    period = 0.1
+    limiter = make_limiter(rate=1, period=period, unanswered_hold=30.0)
+    async with limiter.acquire("cmd"):
+        pass
+    ended_us = await redis_now_us(admin)
+    [score] = (await calls_in(admin, limiter.key("cmd"))).values()
+    assert score <= ended_us  # the hold applies to unanswered calls only
+    log: list[Interval] = []
+    await asyncio.wait_for(call(limiter, log), 5)  # a period later, not 30 s
+    assert len(log) == 1
 
 
 # --------------------------------------------------------------------------- keys
@@ -359,7 +404,7 @@ async def test_cancelling_a_waiter_costs_no_capacity(
     key = limiter.key("cmd")
     release = asyncio.Event()
     holders = await start_holders(limiter, release, 2)
-    held = set(await admin.zrange(key, 0, -1))
+    held = set(await calls_in(admin, key))
     assert len(held) == 2
     waiters = [asyncio.create_task(call(limiter, [])) for _ in range(3)]
     await asyncio.sleep(0.15)  # the head polled Redis and sleeps; the others queue locally
@@ -368,7 +413,7 @@ async def test_cancelling_a_waiter_costs_no_capacity(
     for waiter in waiters:
         with pytest.raises(asyncio.CancelledError):
             await waiter
-    assert set(await admin.zrange(key, 0, -1)) == held  # nothing was added
+    assert set(await calls_in(admin, key)) == held  # nothing was added
     release.set()
     await asyncio.gather(*holders)
     log: list[Interval] = []
@@ -386,13 +431,47 @@ async def test_cancelling_a_reserved_waiter_gives_its_slot_back(
     waiter = asyncio.create_task(call(second, []))
     async with asyncio.timeout(5):
         # Redis state of another client: nothing to wait on but the key itself.
-        while await admin.zcard(key) < 2:  # noqa: ASYNC110 (the waiter reserved, and sleeps)
+        while len(await calls_in(admin, key)) < 2:  # noqa: ASYNC110 (the waiter reserved, and sleeps)
             await asyncio.sleep(0.005)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
     await second.aclose()  # waits for the give-back
-    assert await admin.zcard(key) == 1
+    assert len(await calls_in(admin, key)) == 1
+
+
+async def test_cancelled_reservation_gives_its_place_in_the_pacing_schedule_back(
+    make_limiter: Callable[..., RedisLimiter], admin: aioredis.Redis
+) -> None:
+    lease = 60.0
+    limiter = make_limiter(rate=4, period=40.0, lease=lease)  # paced 10 s apart, burst 2
+    key = limiter.key("cmd")
+    await call(limiter, [])
+    await call(limiter, [])  # the burst: both at once
+
+    async def reserve() -> tuple[asyncio.Task[None], float]:
+        """Start a call that pacing makes wait; return it and its reserved start (Redis)."""
+        before = await calls_in(admin, key)
+        task = asyncio.create_task(call(limiter, []))
+        async with asyncio.timeout(5):
+            while len(new := await calls_in(admin, key)) == len(before):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        [score] = [score for member, score in new.items() if member not in before]
+        return task, score - lease * 1_000_000
+
+    first, start = await reserve()
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    async with asyncio.timeout(5):
+        while len(await calls_in(admin, key)) == 3:  # noqa: ASYNC110 (the give-back)
+            await asyncio.sleep(0.005)
+    # The next call takes the place the cancelled one left, not the one after it.
+    second, start_again = await reserve()
+    assert start_again == start
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
 
 
 async def test_cancelling_during_the_admission_round_trip_gives_the_slot_back(
@@ -411,7 +490,7 @@ async def test_cancelling_during_the_admission_round_trip_gives_the_slot_back(
     # The script did admit the cancelled call once Redis resumed, and the slot was removed.
     zrem_after = (await admin.info("commandstats")).get("cmdstat_zrem", {}).get("calls", 0)
     assert zrem_after == zrem_before + 1
-    assert await admin.zcard(limiter.key("cmd")) == 0
+    assert await calls_in(admin, limiter.key("cmd")) == {}
 
 
 async def test_cancelling_an_admitted_call_records_its_finish(
@@ -430,12 +509,61 @@ async def test_cancelling_an_admitted_call_records_its_finish(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    members = await admin.zrange(limiter.key("cmd"), 0, -1, withscores=True)
-    [(_, score)] = cast(list[tuple[str, float]], members)
+    [score] = (await calls_in(admin, limiter.key("cmd"))).values()
     assert score <= await redis_now_us(admin)  # finished, not in flight for 30 s
     log: list[Interval] = []
     await asyncio.wait_for(call(limiter, log), 5)  # one period later, not 30 s
     assert len(log) == 1
+
+
+# --------------------------------------------------------------------------- closing
+
+
+async def test_close_fails_every_waiter_at_once_and_takes_no_slot(
+    make_limiter: Callable[..., RedisLimiter], admin: aioredis.Redis
+) -> None:
+    # A long period: a waiter that kept polling or sleeping would wait 30 s, not fail at once.
+    period = 30.0
+    other = make_limiter(rate=2, period=period)  # another process sharing the budget
+    limiter = make_limiter(rate=2, period=period)
+    key = limiter.key("cmd")
+    await call(other, [])  # finished: its slot frees 30 s from now
+    release = asyncio.Event()
+    holders = await start_holders(other, release, 1)  # in flight
+    reserved = asyncio.create_task(call(limiter, []))
+    async with asyncio.timeout(5):
+        while len(await calls_in(admin, key)) < 3:  # noqa: ASYNC110 (Redis state of the waiter)
+            await asyncio.sleep(0.005)
+    # The next one polls (every slot in flight or reserved); the rest queue behind it.
+    polling = [asyncio.create_task(call(limiter, [])) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    held_before = set(await calls_in(admin, key))
+    async with asyncio.timeout(10):  # "at once": well under the 30 s they would sleep
+        await limiter.aclose()
+        results = await asyncio.gather(reserved, *polling, return_exceptions=True)
+    assert all(isinstance(r, LimiterClosedError) for r in results), results
+    # The reservation was given back, and no waiter took a slot afterwards.
+    await asyncio.sleep(0.1)
+    held_after = set(await calls_in(admin, key))
+    assert len(held_after) == 2 and held_after < held_before
+    release.set()
+    await asyncio.gather(*holders)
+
+
+async def test_closing_the_owner_fails_the_waiters_of_its_views(
+    make_limiter: Callable[..., RedisLimiter],
+) -> None:
+    owner = make_limiter(rate=1, period=30.0, sdkappid=None)
+    view = owner.bind(1400000000)
+    await call(view, [])  # its slot frees 30 s from now
+    waiter = asyncio.create_task(call(view, []))
+    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        await owner.aclose()
+        with pytest.raises(LimiterClosedError):
+            await waiter
+    with pytest.raises(TimClosedError):
+        view.acquire("cmd")
 
 
 # --------------------------------------------------------------------------- Redis failing
@@ -479,7 +607,18 @@ async def test_redis_dying_mid_call_keeps_the_outcome_then_raises(
 
 async def test_configuration_protocol_and_close(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    for bad in ({"rate": 0}, {"rate": 2.5}, {"period": 0}, {"lease": -1}, {"namespace": "a:b"}):
+    bad_options: list[dict[str, Any]] = [
+        {"rate": 0},
+        {"rate": 2.5},
+        {"period": 0},
+        {"lease": -1},
+        {"namespace": "a:b"},
+        {"burst": 0},
+        {"rate": 5, "burst": 6},
+        {"unanswered_hold": -1},
+        {"unanswered_hold": float("inf")},
+    ]
+    for bad in bad_options:
         with pytest.raises(TimConfigError):
             RedisLimiter(client, **bad)
     limiter = RedisLimiter(client, sdkappid=1)

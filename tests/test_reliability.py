@@ -35,10 +35,12 @@ GET_COUNTER = "group_open_http_svc/get_group_counter"
 MESSAGES = 200
 MAX_RETRIES = 3
 TIMEOUT = 1.0
-SLOW = 2.0
+#: A slow answer comes long after the timeout, so "given up at the deadline" needs no tight bound.
+SLOW = 30.0
 #: Time a failed pull may take beyond its timeout: the first page of a two-page pull (answered
-#: at once), scheduling of 200 concurrent tasks on a busy 2-core machine.
-SLACK = 0.5
+#: at once), scheduling of 200 concurrent tasks on a busy 2-core machine (generous: the property
+#: is "no wait for a slow answer", far below ``SLOW``).
+SLACK = 4.0
 
 FAULTS = {
     "http_502": Fault.http(502),
@@ -198,15 +200,19 @@ async def test_fault_matrix_pulls_are_exact_or_typed_errors(
 
 async def test_timeout_bounds_a_whole_multi_page_pull(server: FakeTimServer) -> None:
     """``timeout`` bounds the whole pull (one deadline shared by its pages): a two-page pull whose
-    first page takes 0.7 s and whose second page hangs fails at the 1 s timeout."""
+    pages take 0.6 s each, each well within the 1 s timeout, fails with the timeout on its
+    second page. A deadline per page (or none) would let it succeed. A busy machine only makes
+    the pages slower, so the assertion cannot race."""
     gid = server.create_group()
     seq = server.send_group_msg(gid)
     server.put_group_extensions(gid, seq, {f"k{i}": "v" for i in range(300)})
-    server.faults.script(PULL, [Fault.slow(0.7), Fault.slow(3.0)])
+    server.faults.script(PULL, [Fault.slow(0.6), Fault.slow(0.6)])
     async with fast_client(server) as tim:
         outcome = await timed_pull(tim, gid, seq)
-    assert isinstance(outcome.error, errors.TimTimeoutError)
-    assert outcome.elapsed <= TIMEOUT + 0.25, f"failed after {outcome.elapsed:.2f}s"
+    assert isinstance(outcome.error, errors.TimTimeoutError), outcome
+    log = server.requests_for(PULL)
+    assert [entry.body.get("StartSeq", 0) > 0 for entry in log] == [False, True]  # two pages
+    assert outcome.elapsed >= TIMEOUT * 0.95  # the deadline, not an early error
 
 
 # --------------------------------------------------------------------------- server rate limit
@@ -215,7 +221,7 @@ async def test_timeout_bounds_a_whole_multi_page_pull(server: FakeTimServer) -> 
 async def test_server_rate_limit_below_client_rate_backs_off_and_completes() -> None:
     """Emulator at 150 calls/s, client at 200/s: the surplus is answered 60007; the client backs
     off and retries (defaults: max_retries=3, timeout=10 s) and every call completes."""
-    calls = 600
+    calls = 300  # 1.5 s of the server's budget: enough for a surplus to be rejected and retried
     async with FakeTimServer(rate_limit=150, seed=11) as server:
         gid = server.create_group()
         server.set_group_counters(gid, {"a": 1, "b": 2})

@@ -4,6 +4,7 @@ values (also through a strict converter copy that refuses fields the models do n
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,13 +13,14 @@ from typing import Any
 import pytest
 from _fakes import FakeCaller
 
-from tim_async import _wire
+from tim_async import RetryPolicy, TimClient, _wire
 from tim_async.endpoints import GroupAttr, GroupCounter, MsgExt
 from tim_async.endpoints.group_attr import _GetAnswer
 from tim_async.endpoints.group_counter import _CountersAnswer
-from tim_async.errors import TimAPIError, error_for_code
+from tim_async.errors import TimAPIError
 from tim_async.models import ExtensionItem, ExtensionList
 from tim_async.paging import KeyValuesAnswer
+from tim_async.testing import FakeTimServer, Fault
 
 # Tencent's documented samples: a verbatim copy of shared/spec/samples/seed-samples.json, kept
 # in the repo so the tests are self-contained (test_embedded_samples_match_the_spec_file guards
@@ -35,23 +37,41 @@ ENVELOPE = ("ActionStatus", "ErrorCode", "ErrorInfo")
 Call = Callable[[Any], Awaitable[Any]]
 
 
+class _Endpoints:
+    """The endpoint namespaces of a TimClient, over a test caller."""
+
+    def __init__(self, caller: FakeCaller) -> None:
+        self.msg_ext = MsgExt(caller)
+        self.group_attr = GroupAttr(caller)
+        self.group_counter = GroupCounter(caller)
+
+
+def _on(target: FakeCaller | TimClient) -> _Endpoints | TimClient:
+    return target if isinstance(target, TimClient) else _Endpoints(target)
+
+
 def _sdk_call(command: str, request: dict[str, Any]) -> Call:
-    """The SDK call equivalent to one sample request, built from the sample's values."""
+    """The SDK call equivalent to one sample request, built from the sample's values; run it
+    on a FakeCaller or on a real TimClient."""
     if command == "group_get_key_values":
         kw = {"start_seq": request["StartSeq"]} if "StartSeq" in request else {}
-        return lambda c: MsgExt(c).group_get_key_values(request["GroupId"], request["MsgSeq"], **kw)
+        return lambda c: _on(c).msg_ext.group_get_key_values(
+            request["GroupId"], request["MsgSeq"], **kw
+        )
     if command == "get_key_values":
         kw = {"start_seq": request["StartSeq"]} if "StartSeq" in request else {}
         if "From_Account" in request:
             kw["from_account"] = request["From_Account"]
-        return lambda c: MsgExt(c).get_key_values(request["To_Account"], request["MsgKey"], **kw)
+        return lambda c: _on(c).msg_ext.get_key_values(
+            request["To_Account"], request["MsgKey"], **kw
+        )
     if command == "get_group_attr":
-        return lambda c: GroupAttr(c).get_group_attr(request["GroupId"])
+        return lambda c: _on(c).group_attr.get_group_attr(request["GroupId"])
     if command == "update_group_counter":
         counters = {entry["Key"]: entry["Value"] for entry in request["GroupCounter"]}
         if request["Mode"] == "Set":
-            return lambda c: GroupCounter(c).update_group_counter(request["GroupId"], counters)
-        return lambda c: GroupCounter(c).update_group_counter(
+            return lambda c: _on(c).group_counter.update_group_counter(request["GroupId"], counters)
+        return lambda c: _on(c).group_counter.update_group_counter(
             request["GroupId"], counters, mode=request["Mode"]
         )
     raise AssertionError(f"no SDK call for sample command {command}")
@@ -93,6 +113,30 @@ async def test_sample_request_is_what_the_sdk_sends(command: str, index: int) ->
     assert body == request
     assert json.dumps(body, sort_keys=True) == json.dumps(request, sort_keys=True)
     assert idempotent is True
+
+
+@pytest.mark.parametrize(("command", "index"), REQUEST_CASES)
+async def test_sample_request_reaches_the_server_as_documented(command: str, index: int) -> None:
+    """Through the real session: the body the emulator received is the sample request, on the
+    sample's path, with the documented query."""
+    sample = SAMPLES[command]
+    request = sample["requests"][index]
+    api = sample["path"].removeprefix("v4/")
+    async with FakeTimServer(rate_limit=None) as server:
+        async with TimClient(
+            server.sdkappid,
+            secret_key=server.secret_key,
+            base_url=server.base_url,
+            retry=RetryPolicy(max_retries=0),
+        ) as tim:
+            with contextlib.suppress(TimAPIError):  # the sample's ids are not seeded here
+                await _sdk_call(command, request)(tim)
+        log = server.requests_for(api)
+    assert len(log) == 1
+    assert log[0].body == request
+    assert log[0].query["sdkappid"] == str(server.sdkappid)
+    assert log[0].query["identifier"] == "administrator"
+    assert log[0].query["contenttype"] == "json"
 
 
 EXPECTED_EXTENSIONS = {
@@ -171,12 +215,23 @@ ERROR_CASES = [
 async def test_sample_error_codes_reach_the_caller_unchanged(
     command: str, code: int, info: str
 ) -> None:
+    """The server answers the sample's error code: through the real session (HTTP, envelope,
+    error mapping), the caller gets a TimAPIError with that code, ErrorInfo and command."""
     sample = SAMPLES[command]
     api = sample["path"].removeprefix("v4/")
-    error = error_for_code(code, info, api)
-    caller = FakeCaller(raises=error)
-    with pytest.raises(TimAPIError) as raised:
-        await _sdk_call(command, sample["requests"][0])(caller)
-    assert raised.value is error
+    async with FakeTimServer(rate_limit=None) as server:
+        server.faults.script(api, [Fault.code(code, info)])
+        async with TimClient(
+            server.sdkappid,
+            secret_key=server.secret_key,
+            base_url=server.base_url,
+            retry=RetryPolicy(max_retries=0),  # one answer, even for a retried code
+        ) as tim:
+            with pytest.raises(TimAPIError) as raised:
+                await _sdk_call(command, sample["requests"][0])(tim)
+        assert [entry.error_code for entry in server.requests_for(api)] == [code]
     assert raised.value.code == code
-    assert len(caller.calls) == 1
+    assert raised.value.info == info
+    assert raised.value.api == api
+    assert raised.value.body["ErrorCode"] == code
+    assert info in str(raised.value)

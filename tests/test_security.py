@@ -18,7 +18,7 @@ import logging
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from aiohttp import web
@@ -118,16 +118,26 @@ async def every_endpoint(tim: TimClient, run: Run, gid: str, seq: int, key: str)
     await run(tim.call("group_open_http_svc/get_group_counter", {"GroupId": "@TGS#GONE"}))
 
 
+class Misbehaving:
+    """A misbehaving server's address and the UserSigs it received (its request log)."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.sigs: list[str] = []
+
+
 @pytest.fixture
-async def echo_url() -> AsyncIterator[str]:
+async def echo_url() -> AsyncIterator[Misbehaving]:
     """A misbehaving server that echoes the request URL and the UserSig in every way it can:
     a 502 page, an error envelope, an ``ErrorInfo`` and a broken HTTP status line."""
     count = 0
+    served = Misbehaving()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         nonlocal count
         count += 1
         url, sig = str(request.url), request.query.get("usersig", "")
+        served.sigs.append(sig)
         if count % 3 == 0:
             return web.Response(status=502, text=f"<html>bad gateway for {url} sig {sig}</html>")
         return web.json_response(
@@ -139,30 +149,33 @@ async def echo_url() -> AsyncIterator[str]:
     runner = web.AppRunner(app, access_log=None)  # our own server: its access log is not the SDK's
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    served.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield served
     await runner.cleanup()
 
 
 @pytest.fixture
-async def broken_http_url() -> AsyncIterator[str]:
+async def broken_http_url() -> AsyncIterator[Misbehaving]:
     """Answers a status line aiohttp cannot parse: its exception holds the full URL."""
-    seen: list[bytes] = []
+    served = Misbehaving()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(await reader.read(4096))
+        head = (await reader.readuntil(b"\r\n")).decode()  # POST /v4/...?...usersig=... HTTP/1.1
+        served.sigs += parse_qs(urlsplit(head.split(" ")[1]).query)["usersig"]
         writer.write(b"HTTP/1.1 999999 broken\r\nContent-Length: x\r\n\r\n")
         await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    served.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    yield served
     server.close()
     await server.wait_closed()
-    assert seen  # it was reached
+    assert served.sigs  # it was reached
 
 
 async def test_secrets_never_appear_in_logs_exceptions_or_reprs(
-    captured_logs: Capture, echo_url: str, broken_http_url: str
+    captured_logs: Capture, echo_url: Misbehaving, broken_http_url: Misbehaving
 ) -> None:
     run = Run()
     reprs: list[str] = []
@@ -215,6 +228,9 @@ async def test_secrets_never_appear_in_logs_exceptions_or_reprs(
             for tim in clients[: 3 if round_ == 0 else 2]:
                 await every_endpoint(tim, run, gid, seq, key)
         for tim in clients:
+            # Private reads, for want of public ones: the client's session, limiter and UserSig
+            # provider are not handed out, yet their reprs reach tracebacks that show locals
+            # (pytest --showlocals, error trackers), so they are searched too.
             reprs += [repr(tim), repr(tim._session), repr(tim._session._limiter)]
             reprs += [repr(tim._session._usersig), repr(tim.stats), str(tim.stats)]
             reprs += [repr(tim.msg_ext), repr(tim.group_attr), repr(tim.group_counter)]
@@ -225,15 +241,16 @@ async def test_secrets_never_appear_in_logs_exceptions_or_reprs(
         renewed = sum(tim.stats.retried_by_reason.get("usersig renewed", 0) for tim in clients)
 
     # Servers that echo the URL and the UserSig back, or break HTTP.
-    for url in (echo_url, broken_http_url):
+    for served in (echo_url, broken_http_url):
         async with TimClient(
-            1400000000, secret_key=TEST_SECRET_KEY, base_url=url, retry=policy
+            1400000000, secret_key=TEST_SECRET_KEY, base_url=served.url, retry=policy
         ) as tim:
             for _ in range(3):
                 await run(tim.group_attr.get_group_attr(GID))
                 await run(tim.group_counter.update_group_counter(GID, {"n": 1}, mode="Increase"))
-            reprs += [repr(tim), repr(tim._session)]
-            sigs_sent.add(tim._session._usersig.current())
+            reprs += [repr(tim), repr(tim._session)]  # private read: see above
+        sigs_sent |= set(served.sigs)  # every UserSig the server received
+        assert served.sigs
 
     texts = captured_logs.texts + reprs + [repr(result) for result in run.results]
     for exc in run.errors:

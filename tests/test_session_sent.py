@@ -108,7 +108,9 @@ async def test_own_session_waiting_for_a_pooled_connection_is_not_sent(
 ) -> None:
     limiter = RecordingLimiter()
     async with make_client(server, connections=1, timeout=0.3, limiter=limiter) as tim:
-        http = tim._session._ensure_http()  # the client's own pool, one connection
+        # Private read: the client's own aiohttp session is not public (and should not be);
+        # the test needs its one pooled connection held by a request outside the client.
+        http = tim._session._ensure_http()
         results = await increments_while_the_pool_is_full(server, tim, http)
         assert [type(r) for r in results] == [TimTimeoutError] * 3
         assert tim.stats.attempts == 0 and tim.stats.calls == 3

@@ -7,6 +7,7 @@ Start with :class:`TimClient`; the error classes are importable from here and fr
 
 from ._connect import connection_trace
 from .client import TimClient
+from .endpoints.bulk import C2CMessage, GroupMessage, PullResult, PullStats
 from .errors import (
     TimAPIError,
     TimAppConfigAuthError,
@@ -22,6 +23,7 @@ from .errors import (
     TimInvalidParameterError,
     TimLimiterError,
     TimLimitExceededError,
+    TimMissingExtraError,
     TimNotFoundError,
     TimOutcomeUnknownError,
     TimPagingError,
@@ -43,10 +45,14 @@ from .retry import RetryPolicy
 __version__ = "0.1.0"
 
 __all__ = [
+    "C2CMessage",
     "CounterMode",
     "ExtensionItem",
     "ExtensionList",
     "ExtensionPage",
+    "GroupMessage",
+    "PullResult",
+    "PullStats",
     "RateLimiter",
     "Region",
     "RetryPolicy",
@@ -67,6 +73,7 @@ __all__ = [
     "TimInvalidParameterError",
     "TimLimitExceededError",
     "TimLimiterError",
+    "TimMissingExtraError",
     "TimNotFoundError",
     "TimOutcomeUnknownError",
     "TimPagingError",

@@ -38,6 +38,7 @@ __all__ = [
     "TimInvalidParameterError",
     "TimLimitExceededError",
     "TimLimiterError",
+    "TimMissingExtraError",
     "TimNotFoundError",
     "TimOutcomeUnknownError",
     "TimPagingError",
@@ -180,6 +181,12 @@ class TimAppConfigPermissionError(TimAppConfigError, TimPermissionError):
 class TimAppConfigPremiumError(TimAppConfigError, TimPremiumRequiredError):
     """A configuration error that is also a :class:`TimPremiumRequiredError`: 60020 (the paid
     plan expired or is suspended)."""
+
+
+class TimMissingExtraError(TimError, ModuleNotFoundError):
+    """An optional dependency of tim_async is not installed (e.g. redis-py for
+    :mod:`tim_async.limiter_redis`); the message names the extra and the command that installs
+    it, from PyPI and from a checkout."""
 
 
 class TimLimiterError(TimError):

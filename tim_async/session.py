@@ -48,7 +48,7 @@ logger = logging.getLogger("tim_async")
 #: The deadline (loop time) of the operation the current task is inside, if any.
 _OPERATION_DEADLINE: ContextVar[float | None] = ContextVar("tim_async_deadline", default=None)
 
-_API_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
+_API_RE = re.compile(r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+$")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _RETRY_STATUSES = {502: Failure.MAYBE_APPLIED, 503: Failure.REJECTED, 504: Failure.MAYBE_APPLIED}
 #: Statuses that come from a gateway in front of the server, which may still get the request.

@@ -9,10 +9,14 @@ Commands::
     tim-async attr get --group G                     group custom attributes (JSON)
     tim-async counter get --group G [KEY ...]        group counters (JSON)
     tim-async counter update --group G --mode M K=V  set / increase / decrease counters (JSON)
+    tim-async ext set|delete|clear (target) [K=V|K]  write a message's extensions (JSON)
+    tim-async attr modify|set|delete|clear --group G write group attributes (JSON)
+    tim-async counter delete --group G [KEY ...]     delete counters (JSON)
+    tim-async call SERVICE/COMMAND [--body JSON|-]   any REST command (the answer, JSON)
 
 Connection settings come from flags or the environment (``TIM_SDKAPPID``, ``TIM_IDENTIFIER``,
-``TIM_SECRET_KEY`` or ``TIM_USERSIG``, ``TIM_REGION``, ``TIM_BASE_URL``); a flag wins over its
-variable. The secret key and the UserSig are never printed.
+``TIM_SECRET_KEY`` or ``TIM_USERSIG``, ``TIM_REGION``, ``TIM_BASE_URL``, ``TIM_REDIS_URL``); a flag
+wins over its variable. The secret key and the UserSig are never printed.
 
 Exit codes: 0 success; 1 the server or the network failed (for ``pull-bulk``: at least one
 target failed; for ``demo``: a check failed); 2 bad input (flags, credentials, an unreadable or
@@ -29,8 +33,6 @@ from __future__ import annotations
 
 from tim_async.cli.main import build_parser, main
 from tim_async.cli.options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
-from tim_async.cli.progress import BulkCounters
-from tim_async.cli.pull_bulk import pull_bulk
 from tim_async.cli.targets import C2CTarget, GroupTarget, MalformedTargetError, parse_target_line
 
 __all__ = [
@@ -38,7 +40,6 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "BulkCounters",
     "C2CTarget",
     "GroupTarget",
     "MalformedTargetError",
@@ -46,5 +47,4 @@ __all__ = [
     "build_parser",
     "main",
     "parse_target_line",
-    "pull_bulk",
 ]

@@ -8,13 +8,13 @@ from tim_async._validate import UINT32_MAX
 from tim_async.cli.options import (
     EXIT_OK,
     UsageError,
+    client_options,
+    connect,
     counter_pair,
     int_range,
-    make_client,
     mode_arg,
 )
 from tim_async.cli.output import extension_record, write_json
-from tim_async.cli.pull_bulk import pull_one
 from tim_async.cli.registry import Commands
 from tim_async.cli.targets import C2CTarget, GroupTarget, Target
 
@@ -39,15 +39,20 @@ def target_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 async def cmd_ext_get(args: argparse.Namespace) -> int:
     """``ext get``: one message's extensions as one JSON object."""
     target: Target = args.target
-    async with make_client(args) as tim:
-        extensions, _ = await pull_one(tim, target)
+    async with connect(client_options(args)) as (tim, _):
+        if isinstance(target, GroupTarget):
+            extensions = await tim.msg_ext.group_get_key_values(target.group, target.msg_seq)
+        else:
+            extensions = await tim.msg_ext.get_key_values(
+                target.to, target.msg_key, from_account=target.from_account
+            )
     write_json(extension_record(target, extensions))
     return EXIT_OK
 
 
 async def cmd_attr_get(args: argparse.Namespace) -> int:
     """``attr get``: a group's custom attributes."""
-    async with make_client(args) as tim:
+    async with connect(client_options(args)) as (tim, _):
         attrs = await tim.group_attr.get_group_attr(args.group)
     write_json({"group": args.group, "attrs": attrs})
     return EXIT_OK
@@ -56,7 +61,7 @@ async def cmd_attr_get(args: argparse.Namespace) -> int:
 async def cmd_counter_get(args: argparse.Namespace) -> int:
     """``counter get``: a group's counters (all, or the keys given)."""
     keys: list[str] | None = args.keys or None
-    async with make_client(args) as tim:
+    async with connect(client_options(args)) as (tim, _):
         counters = await tim.group_counter.get_group_counter(args.group, keys)
     write_json({"group": args.group, "counters": counters})
     return EXIT_OK
@@ -69,7 +74,7 @@ async def cmd_counter_update(args: argparse.Namespace) -> int:
         if key in counters:
             raise UsageError(f"counter {key!r} is given twice")
         counters[key] = value
-    async with make_client(args) as tim:
+    async with connect(client_options(args)) as (tim, _):
         latest = await tim.group_counter.update_group_counter(args.group, counters, mode=args.mode)
     write_json({"group": args.group, "mode": args.mode.value, "counters": latest})
     return EXIT_OK

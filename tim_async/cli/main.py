@@ -8,7 +8,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from tim_async.cli import commands, demo, pull_bulk
+from tim_async.cli import commands, demo, pull_bulk, webhook, writes
 from tim_async.cli.options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -17,12 +17,12 @@ from tim_async.cli.options import (
     UsageError,
     add_connection_options,
 )
-from tim_async.cli.output import err
+from tim_async.cli.output import StdoutClosed, err, quiet_stdout
 from tim_async.cli.registry import Commands, Handler
 from tim_async.errors import TimError, TimTypeError, TimValidationError
 
 #: the command modules, in the order of ``--help``; each has ``register(commands)``
-COMMAND_MODULES = (demo, commands, pull_bulk)
+COMMAND_MODULES = (demo, commands, pull_bulk, writes, webhook)
 
 #: the command groups: name -> (help, description)
 GROUPS = {
@@ -79,4 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except TimError as exc:
         err(f"error: {exc}")
+        return EXIT_FAILED
+    except StdoutClosed:
+        return EXIT_FAILED  # the reader went away (e.g. `| true`): quietly, like pull-bulk
+    except OSError as exc:  # e.g. stdout on a full disk
+        err(f"error: cannot write the result: {exc.strerror or exc}")
+        quiet_stdout()
         return EXIT_FAILED

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from tim_async._validate import INT64_MAX, INT64_MIN, UINT32_MAX
+from tim_async.cli.meter import MeteredLimiter
 from tim_async.errors import TimConfigError
 from tim_async.models import CounterMode
 from tim_async.regions import Region
@@ -35,6 +37,8 @@ ENV_SECRET_KEY: Final = "TIM_SECRET_KEY"
 ENV_USERSIG: Final = "TIM_USERSIG"
 ENV_REGION: Final = "TIM_REGION"
 ENV_BASE_URL: Final = "TIM_BASE_URL"
+ENV_REDIS_URL: Final = "TIM_REDIS_URL"
+REDIS_INSTALL: Final = "pip install 'tim-async[redis]' (from a checkout: pip install '.[redis]')"
 
 
 class UsageError(Exception):
@@ -161,10 +165,21 @@ def client_options(
     base_url = setting("base_url", ENV_BASE_URL)
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         problems.append(f"base URL must start with http:// or https://, got {base_url!r}")
+    redis_url = setting("redis_url", ENV_REDIS_URL)
+    if redis_url is not None:
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append(
+                f"--redis-url must start with redis://, rediss:// or unix://, got {redis_url!r}"
+            )
+        elif getattr(args, "rate_limit", DEFAULT_RATE_LIMIT) is None:
+            problems.append("--redis-url shares a rate limit: it cannot go with --rate-limit none")
+        elif not _redis_installed():
+            problems.append(f"--redis-url needs the redis extra: {REDIS_INSTALL}")
     if problems:
         raise UsageError("; ".join(problems))
 
     options: dict[str, Any] = {
+        "redis_url": redis_url,
         "sdkappid": sdkappid,
         "identifier": identifier,
         "secret_key": secret_key,
@@ -174,24 +189,64 @@ def client_options(
         "timeout": getattr(args, "timeout", 10.0),
         "max_retries": getattr(args, "max_retries", 3),
     }
-    if region is not None:
+    if region is not None and base_url is None:
+        # --base-url overrides the region (the README's table); the region is still checked
         options["region"] = region
     return options
 
 
-def new_client(options: Mapping[str, Any]) -> TimClient:
-    """A :class:`TimClient` from :func:`client_options` (its errors become :class:`UsageError`)."""
+def _redis_installed() -> bool:
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def new_limiter(options: Mapping[str, Any]) -> MeteredLimiter:
+    """The client's limiter, metered: a :class:`~tim_async.limiter_redis.RedisLimiter` for
+    ``--redis-url`` (one budget for every process using that Redis and SDKAppID), else the
+    in-process limiter of ``--rate-limit``."""
+    from tim_async.limiter import RateLimiter, SlidingWindowLimiter, UnlimitedLimiter
+
+    inner: RateLimiter
+    rate = options["rate_limit"]
+    if options.get("redis_url") is not None:
+        from tim_async.limiter_redis import RedisLimiter
+
+        try:
+            inner = RedisLimiter.from_url(
+                options["redis_url"], rate=rate, sdkappid=options["sdkappid"]
+            )
+        except TimConfigError as exc:
+            raise UsageError(str(exc)) from None
+    elif rate is None:
+        inner = UnlimitedLimiter()
+    else:
+        inner = SlidingWindowLimiter(rate)
+    return MeteredLimiter(inner)
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    options: Mapping[str, Any], **overrides: Any
+) -> AsyncIterator[tuple[TimClient, MeteredLimiter]]:
+    """A :class:`TimClient` from :func:`client_options` (its errors become
+    :class:`UsageError`) and its metered limiter; both closed at the end."""
     from tim_async.client import TimClient  # imported late: bad input exits without aiohttp
 
+    settings = {k: v for k, v in options.items() if k != "redis_url"}
+    settings.update(overrides)
+    meter = new_limiter(options)
     try:
-        return TimClient(**options)
-    except TimConfigError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def make_client(args: argparse.Namespace) -> TimClient:
-    """A :class:`TimClient` configured from ``args`` and the environment."""
-    return new_client(client_options(args))
+        try:
+            tim = TimClient(**settings, limiter=meter)
+        except TimConfigError as exc:
+            raise UsageError(str(exc)) from None
+        async with tim:
+            yield tim, meter
+    finally:
+        await meter.aclose()
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -255,4 +310,11 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         type=int_range(0, 100),
         metavar="N",
         help="retries of a failed call [default 3]",
+    )
+    group.add_argument(
+        "--redis-url",
+        default=s,
+        metavar="URL",
+        help="share the rate limit through Redis with every process using the same URL and "
+        f"SDKAppID, e.g. redis://localhost:6379/0 (needs the redis extra) [env {ENV_REDIS_URL}]",
     )

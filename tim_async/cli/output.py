@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -35,10 +36,29 @@ def error_record(error: BaseException) -> dict[str, Any]:
     return record
 
 
+class StdoutClosed(Exception):
+    """stdout went away (a closed pipe, e.g. ``| true``): exit 1 without a message."""
+
+
 def write_json(obj: Any, stream: BinaryIO | None = None) -> None:
+    """Write one JSON object and a newline, flushed. A closed pipe raises
+    :class:`StdoutClosed`; any other write error is an OSError (a failure, exit 1)."""
     out = stream if stream is not None else sys.stdout.buffer
-    out.write(orjson.dumps(obj) + b"\n")
-    out.flush()
+    try:
+        out.write(orjson.dumps(obj) + b"\n")
+        out.flush()
+    except BrokenPipeError:
+        quiet_stdout()
+        raise StdoutClosed from None
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit cannot fail again (after a closed
+    pipe or a write error already reported)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def isatty(stream: Any) -> bool:

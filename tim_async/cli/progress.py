@@ -1,35 +1,15 @@
-"""The progress line of a bulk pull and the counters it reads."""
+"""The progress line of a bulk pull (reads the run's :class:`~tim_async.PullStats`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import shutil
-import time
 from collections.abc import Callable
 from typing import TextIO
 
 from tim_async.cli.output import isatty
-
-
-@dataclasses.dataclass
-class BulkCounters:
-    """What a bulk pull has done so far (read by the progress line and the summaries)."""
-
-    done: int = 0
-    ok: int = 0
-    failed: int = 0
-    #: pages read so far (answers received, failed targets' partial walks included)
-    pages: int = 0
-    items: int = 0
-    started: float = dataclasses.field(default_factory=time.monotonic)
-    finished: float | None = None
-
-    @property
-    def elapsed(self) -> float:
-        end = self.finished if self.finished is not None else time.monotonic()
-        return max(end - self.started, 1e-9)
+from tim_async.endpoints.bulk import PullStats
 
 
 def _clock(seconds: float) -> str:
@@ -43,12 +23,13 @@ class Progress:
     """A one-line progress display (done/total, bar, calls/s, ETA) redrawn a few times a second
     on a terminal. Disabled (nothing is written) when ``stream`` is not a terminal.
 
-    ``calls`` returns the answers received so far; the rate shown is over the last 3 s."""
+    ``calls`` returns the calls admitted in the last sliding second (see
+    :mod:`tim_async.cli.meter`): the rate shown never exceeds what the server counts."""
 
     def __init__(
         self,
         stream: TextIO,
-        counters: BulkCounters,
+        counters: PullStats,
         *,
         total: int | None,
         calls: Callable[[], int],
@@ -66,20 +47,13 @@ class Progress:
         self._interval = interval
         self.enabled = isatty(stream) if enabled is None else enabled
         self._task: asyncio.Task[None] | None = None
-        self._samples: list[tuple[float, int]] = []
         self._drawn = False
 
     def render(self, width: int) -> str:
         """The progress line, at most ``width - 1`` columns: ``[bar] done/total pct
         rate/limit calls/s ETA``; the bar shrinks (or goes) on a narrow terminal."""
         c = self._counters
-        now = time.monotonic()
-        calls = self._calls()
-        self._samples.append((now, calls))
-        while len(self._samples) > 2 and now - self._samples[0][0] > 3.0:
-            self._samples.pop(0)
-        t0, calls0 = self._samples[0]
-        rate = (calls - calls0) / (now - t0) if now - t0 > 0.05 else 0.0
+        rate = self._calls()  # admitted in the last sliding second: what the server counts
         limit = f"/{self._limit}" if self._limit else ""
         parts: list[str] = []
         if self.total:
@@ -87,7 +61,7 @@ class Progress:
             parts.append(f"{c.done:,}/{self.total:,} {fraction:4.0%}")
         else:
             parts.append(f"{self._label} {c.done:,}")
-        parts.append(f"{rate:.1f}{limit} calls/s")
+        parts.append(f"{rate}{limit} calls/s")
         if self.total and c.done:
             per_target = c.elapsed / c.done
             parts.append(f"ETA {_clock((self.total - c.done) * per_target)}")

@@ -1,15 +1,17 @@
-"""``ext pull-bulk``: many targets concurrently, one JSON line per target."""
+"""``ext pull-bulk``: many targets concurrently, one JSON line per target.
+
+The pulling is :meth:`MsgExt.pull_many <tim_async.endpoints.msg_ext.MsgExt.pull_many>` (the one
+bulk engine of the project); this module reads the targets, writes the lines and draws the
+progress.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import os
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,89 +22,19 @@ from tim_async.cli.options import (
     MAX_CONCURRENCY,
     MAX_CONNECTIONS,
     client_options,
+    connect,
     int_range,
-    new_client,
 )
-from tim_async.cli.output import err, error_record, extension_record, isatty
-from tim_async.cli.progress import BulkCounters, Progress
+from tim_async.cli.output import err, error_record, extension_record, isatty, quiet_stdout
+from tim_async.cli.progress import Progress
 from tim_async.cli.registry import Commands
-from tim_async.cli.targets import GroupTarget, Target, TargetSource
-from tim_async.models import ExtensionList, ExtensionPage
+from tim_async.cli.targets import MalformedTargetError, Target, TargetSource, to_message
+from tim_async.endpoints.bulk import C2CMessage, GroupMessage, PullResult, PullStats
+from tim_async.errors import TimTypeError, TimValidationError
 
 if TYPE_CHECKING:
+    from tim_async.cli.meter import MeteredLimiter
     from tim_async.client import TimClient
-
-# =========================================================================== bulk engine
-
-#: called for each finished target with its list (and the pages walked) or its error
-ResultSink = Callable[[Target, ExtensionList | None, int, BaseException | None], None]
-
-
-async def pull_one(
-    tim: TimClient, target: Target, on_page: Callable[[], None] | None = None
-) -> tuple[ExtensionList, int]:
-    """Pull every page of one target's extensions; return the merged list and the page count.
-    ``on_page`` is called as each page arrives (live progress)."""
-    if isinstance(target, GroupTarget):
-        pages_iter = tim.msg_ext.iter_group_key_values(target.group, target.msg_seq)
-    else:
-        pages_iter = tim.msg_ext.iter_key_values(
-            target.to, target.msg_key, from_account=target.from_account
-        )
-    pages: list[ExtensionPage] = []
-    async for page in pages_iter:
-        pages.append(page)
-        if on_page is not None:
-            on_page()
-    return ExtensionList.from_pages(pages), len(pages)
-
-
-async def pull_bulk(
-    tim: TimClient,
-    next_target: Callable[[], Awaitable[Target | None]],
-    sink: ResultSink,
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    counters: BulkCounters | None = None,
-) -> BulkCounters:
-    """Pull targets concurrently through ``concurrency`` workers.
-
-    Workers take targets one at a time from ``next_target`` (which returns ``None`` when there
-    are no more), so only ``concurrency`` targets are ever held; no task is created per target.
-    The client's limiter keeps the rate. Each finished target goes to ``sink`` at once (in
-    completion order); a failed target is passed with its exception and the run continues.
-    """
-    counters = counters if counters is not None else BulkCounters()
-    take = asyncio.Lock()
-
-    def page_done() -> None:
-        counters.pages += 1
-
-    async def worker() -> None:
-        while True:
-            async with take:
-                target = await next_target()
-            if target is None:
-                return
-            try:
-                extensions, pages = await pull_one(tim, target, page_done)
-            except Exception as exc:
-                counters.done += 1
-                counters.failed += 1
-                sink(target, None, 0, exc)
-                continue
-            counters.done += 1
-            counters.ok += 1
-            counters.items += len(extensions)
-            sink(target, extensions, pages, None)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(concurrency):
-                group.create_task(worker())
-    finally:
-        counters.finished = time.monotonic()
-    return counters
 
 
 async def cmd_pull_bulk(args: argparse.Namespace) -> int:
@@ -123,72 +55,107 @@ async def cmd_pull_bulk(args: argparse.Namespace) -> int:
             err("reading targets from the terminal, one per line; end with Ctrl-D")
         # One connection per worker (each has one call in flight): waiting for a pooled
         # connection has a long tail in aiohttp when workers outnumber connections.
-        tim = new_client({**options, "connections": min(args.concurrency, MAX_CONNECTIONS)})
-        try:
-            return await _pull_bulk_to_stdout(tim, source, args)
-        finally:
-            await tim.close()
+        connections = min(2 * args.concurrency, MAX_CONNECTIONS)
+        async with connect(options, connections=connections) as (tim, meter):
+            return await _pull_bulk_to_stdout(tim, meter, source, args)
     finally:
         await source.aclose()
 
 
-async def _pull_bulk_to_stdout(
-    tim: TimClient, source: TargetSource, args: argparse.Namespace
-) -> int:
-    out = sys.stdout.buffer
-    broken = False
+class _Writer:
+    """Writes one JSON line per result; a closed pipe ends the run quietly, any other write
+    error ends it as a failure."""
 
-    def sink(
-        target: Target, extensions: ExtensionList | None, pages: int, error: BaseException | None
-    ) -> None:
-        nonlocal broken
-        if broken:
-            return
-        if extensions is not None:
-            record = extension_record(target, extensions)
-        else:
-            assert error is not None
-            record = target.describe()
-            record["error"] = error_record(error)
+    def __init__(self, source: TargetSource) -> None:
+        self._out = sys.stdout.buffer
+        self._source = source
+        self.broken = False
+        self.error: OSError | None = None
+
+    def write(self, record: dict[str, Any]) -> bool:
+        if self.broken or self.error is not None:
+            return False
         try:
-            out.write(orjson.dumps(record) + b"\n")
-            out.flush()  # every line: a reader sees results as they complete
+            self._out.write(orjson.dumps(record) + b"\n")
+            self._out.flush()  # every line: a reader sees results as they complete
         except (BrokenPipeError, ValueError):
-            broken = True
-            source.stop()
+            self.broken = True
+        except OSError as exc:
+            self.error = exc
+        else:
+            return True
+        self._source.stop()
+        return False
 
-    counters = BulkCounters()
+
+async def _pull_bulk_to_stdout(
+    tim: TimClient, meter: MeteredLimiter, source: TargetSource, args: argparse.Namespace
+) -> int:
+    writer = _Writer(source)
+    held: dict[int, Target] = {}  # id(message) -> its input target (at most 2 x concurrency)
+
+    async def messages() -> AsyncIterator[GroupMessage | C2CMessage]:
+        while (target := await source.next()) is not None:
+            try:
+                message = to_message(target)
+            except (TimValidationError, TimTypeError) as exc:
+                source.error = MalformedTargetError(source.name, target.line, str(exc))
+                source.stop()
+                return
+            held[id(message)] = target
+            yield message
+
+    stats = PullStats()
     progress = Progress(
         sys.stderr,
-        counters,
+        stats,
         total=source.total,
-        calls=lambda: counters.pages,
+        calls=meter.current,
         label="pulled",
         limit=tim.rate_limit,
     )
     progress.start()
     try:
-        await pull_bulk(tim, source.next, sink, concurrency=args.concurrency, counters=counters)
+        results = tim.msg_ext.pull_many(messages(), concurrency=args.concurrency, stats=stats)
+        async with contextlib.aclosing(results):
+            async for result in results:
+                if not writer.write(_record(held.pop(id(result.target)), result)):
+                    break
     finally:
         await progress.stop()
-    if broken:
+    if writer.broken:
         # The reader went away (e.g. `| head`): stop quietly, as other Unix tools do.
-        with contextlib.suppress(OSError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+        quiet_stdout()
+        return EXIT_FAILED
+    if writer.error is not None:
+        err(f"error: cannot write to stdout: {writer.error.strerror or writer.error}")
+        quiet_stdout()
         return EXIT_FAILED
     if source.error is not None:
         raise source.error
     if source.read_error is not None:
         raise source.read_error
     if not args.quiet:
-        rate = tim.stats.attempts / counters.elapsed
         err(
-            f"{counters.done:,} target(s): {counters.ok:,} ok, {counters.failed:,} failed; "
-            f"{tim.stats.attempts:,} calls in {counters.elapsed:.1f} s ({rate:.1f} calls/s), "
+            f"{stats.done:,} target(s): {stats.ok:,} ok, {stats.failed:,} failed; "
+            f"{meter.calls:,} calls in {stats.elapsed:.1f} s ({_busiest(meter, tim)}), "
             f"{tim.stats.retries:,} retried"
         )
-    return EXIT_FAILED if counters.failed else EXIT_OK
+    return EXIT_FAILED if stats.failed else EXIT_OK
+
+
+def _busiest(meter: MeteredLimiter, tim: TimClient) -> str:
+    limit = f", limit {tim.rate_limit}/s" if tim.rate_limit else ""
+    return f"busiest second {meter.busiest:,} calls per command{limit}"
+
+
+def _record(target: Target, result: PullResult) -> dict[str, Any]:
+    if result.extensions is not None:
+        return extension_record(target, result.extensions)
+    assert result.error is not None
+    record = target.describe()
+    record["error"] = error_record(result.error)
+    return record
 
 
 _DESCRIPTION = """\
@@ -198,8 +165,9 @@ Read targets (a file, or stdin when TARGETS is omitted or '-'), one per line:
 A first line naming the columns (group,msg_seq / to,msg_key,from) is skipped, so
 are blank lines and lines starting with '#'; other JSON keys are ignored.
 
-Targets are pulled concurrently at the rate limit by a fixed pool of workers that
-read the input as they go (memory stays bounded), and one JSON line per target is
+Targets are pulled concurrently at the rate limit (tim.msg_ext.pull_many: group
+and one-to-one targets each through their own command's budget), reading the
+input as it goes (memory stays bounded), and one JSON line per target is
 written to stdout as it completes (not in input order): the target, its input
 "line", then items/latest_seq/clear_seq, or "error": {code, type, message}. A
 failed target does not stop the run. Progress goes to stderr when it is a terminal.
@@ -227,7 +195,7 @@ def register(commands: Commands) -> None:
         type=int_range(1, MAX_CONCURRENCY),
         default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help=f"targets in flight at once [default {DEFAULT_CONCURRENCY}]",
+        help=f"targets in flight at once per REST command [default {DEFAULT_CONCURRENCY}]",
     )
     bulk.add_argument(
         "-q", "--quiet", action="store_true", help="no summary line on stderr at the end"

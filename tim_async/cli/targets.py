@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, Final
 
@@ -17,6 +18,7 @@ import orjson
 
 from tim_async._validate import UINT32_MAX
 from tim_async.cli.options import UsageError
+from tim_async.endpoints.bulk import C2CMessage, GroupMessage
 
 #: longest accepted line of a targets file (a longer one is malformed; memory stays bounded)
 MAX_LINE_BYTES: Final = 64 * 1024
@@ -88,7 +90,7 @@ def _clip(text: str, limit: int = 60) -> str:
 
 
 def _msg_seq(value: Any, source: str, line: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if type(value) is not int or not 0 <= value <= UINT32_MAX:
         raise MalformedTargetError(
@@ -182,6 +184,45 @@ def parse_target_line(
     return _csv_target(text, source, line, header_allowed=header_allowed)
 
 
+def to_message(target: Target) -> GroupMessage | C2CMessage:
+    """The library's model of ``target`` (raises TimValidationError / TimTypeError)."""
+    if isinstance(target, GroupTarget):
+        return GroupMessage(target.group, target.msg_seq)
+    return C2CMessage(target.to, target.msg_key, from_account=target.from_account)
+
+
+async def _read_in_thread(stream: BinaryIO) -> bytes:
+    """One ``readline`` in a daemon thread (it never keeps the process alive at exit, even
+    when it waits forever on a terminal nobody types into)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bytes] = loop.create_future()
+
+    def settle(raw: bytes | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            assert raw is not None
+            future.set_result(raw)
+
+    def run() -> None:
+        try:
+            raw = stream.readline(MAX_LINE_BYTES + 1)
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, raw, None)
+
+    threading.Thread(target=run, name="tim-async-stdin", daemon=True).start()
+    raw = await future
+    if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+        raise ValueError("line too long")
+    return raw
+
+
 class TargetSource:
     """Reads targets lazily, one line at a time, from a file or a stream (never all at once).
 
@@ -196,7 +237,13 @@ class TargetSource:
         # stdin is read through a duplicate descriptor; the original shares its file status
         # flags, so the blocking mode set for the pipe reader is restored on it at the end.
         self._shared_fd = shared_fd
-        self.regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+        mode = os.fstat(stream.fileno()).st_mode
+        self.regular = stat.S_ISREG(mode)
+        # Only a pipe or a socket goes through an asyncio pipe reader (which sets O_NONBLOCK
+        # on the open file description). A terminal shares that description with stdout and
+        # the shell, and /dev/null or /dev/zero cannot be polled: those are read by a blocking
+        # reader in a thread, leaving the descriptor's flags alone.
+        self._pollable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
         self.total: int | None = None
         self.error: MalformedTargetError | None = None
         self.read_error: UsageError | None = None
@@ -268,6 +315,8 @@ class TargetSource:
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 raise ValueError("line too long")
             return raw
+        if not self._pollable:
+            return await _read_in_thread(self._stream)
         if self._reader is None:
             loop = asyncio.get_running_loop()
             self._reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)

@@ -8,7 +8,14 @@ and a message sent with ``SupportMessageExtension: 1``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import attrs
@@ -23,6 +30,8 @@ from tim_async._validate import (
     check_str_mapping,
     utf8_size,
 )
+from tim_async.endpoints import bulk as _bulk
+from tim_async.endpoints.bulk import PullResult, PullStats, Target
 from tim_async.errors import TimTypeError, TimValidationError
 from tim_async.models import ExtensionItem, ExtensionList, ExtensionPage, SetKeyResult
 from tim_async.paging import collect_extension_list, walk_key_values
@@ -361,6 +370,32 @@ class MsgExt:
             extension_list=items,
         )
         return await self._set(API_SET, request)
+
+    # ---------------------------------------------------------------- many messages
+
+    def pull_many(
+        self,
+        targets: Iterable[Target] | AsyncIterable[Target],
+        *,
+        concurrency: int = 64,
+        start_seq: int = 0,
+        stats: PullStats | None = None,
+    ) -> AsyncGenerator[PullResult, None]:
+        """Pull the extensions of many messages concurrently; yields a
+        :class:`~tim_async.endpoints.bulk.PullResult` per target, in completion order.
+
+        ``targets`` (:class:`GroupMessage` / :class:`C2CMessage`, any iterable or async
+        iterable) is read lazily; ``concurrency`` targets per REST command are pulled at once.
+        A target that fails with a TimError gives a result with ``error``; ``stats`` (a
+        :class:`PullStats`) is updated as the run goes. See :mod:`tim_async.endpoints.bulk`."""
+        return _bulk.pull_many(
+            self,
+            self._caller,
+            targets,
+            **_bulk.check_options(
+                targets, concurrency=concurrency, start_seq=_start_seq(start_seq), stats=stats
+            ),
+        )
 
     async def _set(self, api: str, request: _GroupSetRequest | _SetRequest) -> list[SetKeyResult]:
         answer = await self._caller.call(api, _wire.unstructure(request))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -99,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-premium",
         action="store_true",
         help="act as a free edition: extensions answer 10008, counters 10059",
+    )
+    server.add_argument("--webhook-url", help="POST the webhook of every applied write to this URL")
+    server.add_argument(
+        "--webhook-token",
+        default=os.environ.get("TIM_WEBHOOK_TOKEN"),
+        help="sign the webhooks with this token (default: $TIM_WEBHOOK_TOKEN)",
     )
     seeding = parser.add_argument_group("seeding")
     seeding.add_argument(
@@ -295,6 +302,8 @@ async def serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         premium=not args.no_premium,
         log_requests=False,
+        webhook_url=args.webhook_url,
+        webhook_token=args.webhook_token or None,
     )
     try:
         seeded = seed_from_args(server, args)

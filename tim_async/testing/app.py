@@ -128,6 +128,8 @@ class Emulator:
         self._windows: dict[str, collections.deque[float]] = {}
         self._sig_cache: dict[str, _SigInfo] = {}
         self._closing: asyncio.Event | None = None
+        #: called as ``on_write(command, request, body)`` after each applied request (webhooks)
+        self.on_write: Callable[[str, web.Request, Any], None] | None = None
 
     @property
     def rate_limit(self) -> int | None:
@@ -279,6 +281,8 @@ class Emulator:
             if not fault.applies:
                 return await self._answer_fault(request, fault, entry)
         result = self.process(request.method, command, func, query, body, now)
+        if self.on_write is not None and result["ErrorCode"] == 0:
+            self.on_write(command, request, body)
         payload = orjson.dumps(result)
         if entry is not None:
             entry.error_code = result["ErrorCode"]

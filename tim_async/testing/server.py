@@ -21,6 +21,7 @@ from .state import (
     Extensions,
     TimState,
 )
+from .webhook_delivery import WebhookDelivery, WebhookSender
 
 __all__ = ["TEST_ADMIN", "TEST_SDKAPPID", "TEST_SECRET_KEY", "FakeTimServer"]
 
@@ -43,8 +44,9 @@ class FakeTimServer:
     ``premium`` (False: extensions 10008, counters 10059), ``serve_cleared`` (serve pairs with
     ``Seq <= ClearSeq`` in pulls), ``set_response_shape`` ("nested" or "flat" per-key results),
     ``group_attr_write_limit`` (attribute writes per second per group, None = unlimited),
-    ``log_requests`` (keep ``server.requests``). The run-time switches are properties of the
-    same names.
+    ``log_requests`` (keep ``server.requests``), ``webhook_url`` / ``webhook_token`` (POST the
+    webhooks of REST writes there, see ``server.webhooks``). The run-time switches are
+    properties of the same names.
     """
 
     def __init__(
@@ -65,6 +67,8 @@ class FakeTimServer:
         set_response_shape: str = "nested",
         group_attr_write_limit: int | None = 5,
         log_requests: bool = True,
+        webhook_url: str | None = None,
+        webhook_token: str | None = None,
     ) -> None:
         if isinstance(admins, str):
             admins = (admins,)
@@ -98,6 +102,15 @@ class FakeTimServer:
             log_requests=log_requests,
         )
         self.app = create_app(self.emulator)
+        #: the webhooks sent after writes (tim_async.testing.webhook_delivery)
+        self.webhooks = WebhookSender(
+            self.state,
+            sdkappid=self.sdkappid,
+            url=webhook_url,
+            token=webhook_token,
+            record=log_requests,
+        )
+        self.emulator.on_write = self.webhooks.after_write
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
 
@@ -127,6 +140,7 @@ class FakeTimServer:
         if runner is not None:
             self.emulator.wake_sleepers()
             await runner.cleanup()
+        await self.webhooks.aclose()
 
     async def __aenter__(self) -> FakeTimServer:
         await self.start()
@@ -286,6 +300,11 @@ class FakeTimServer:
             if transport is not None and not transport.is_closing():
                 count += 1
         return count
+
+    @property
+    def webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every webhook sent (or dropped) so far, in completion order."""
+        return self.webhooks.deliveries
 
     # ---------------------------------------------------------------------------- seeding
 
