@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import pickle
+import tracemalloc
 from typing import Any
 
 import attrs
@@ -13,7 +18,7 @@ from hypothesis import strategies as st
 from tim_async import _wire
 from tim_async.endpoints.group_attr import _GetAnswer
 from tim_async.endpoints.group_counter import _Counter, _CountersAnswer, _KeysRequest
-from tim_async.endpoints.msg_ext import _GetRequest, _GroupSetRequest, _SetAnswer
+from tim_async.endpoints.msg_ext import MsgExt, _GetRequest, _GroupSetRequest, _SetAnswer
 from tim_async.errors import TimError, TimTransportError, TimValidationError
 from tim_async.models import (
     CounterMode,
@@ -22,7 +27,7 @@ from tim_async.models import (
     ExtensionPage,
     SetKeyResult,
 )
-from tim_async.paging import KeyValuesAnswer, decode_key_values
+from tim_async.paging import KeyValuesAnswer, _decode_fast, decode_key_values
 
 # --------------------------------------------------------------------------- names
 
@@ -75,6 +80,8 @@ def test_extension_list_protocols() -> None:
     assert ext.as_dict() == {"a": "1", "b": "2", "c": "3"}
     assert "b" in ext
     assert "z" not in ext
+    assert ["b"] not in ext  # unhashable: not a key, no TypeError
+    assert 1 not in ext
 
 
 @pytest.mark.parametrize(
@@ -371,3 +378,150 @@ def test_decode_key_values_agrees_with_the_converter(answer: Any) -> None:
         decoded = decode_key_values(answer, api="a")
         assert decoded == expected
         assert all(type(item) is ExtensionItem for item in decoded.extension_list)
+        # ... and a JSON answer the converter takes is never left to the converter.
+        assert _decode_fast(answer) is not None
+
+
+# --------------------------------------------------------------------------- lazy items
+
+
+class _PageCaller:
+    """Answers every pull with a fresh copy of one parsed JSON page."""
+
+    def __init__(self, page: dict[str, Any]) -> None:
+        self.raw = orjson.dumps(page)
+
+    def operation(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+    async def call(
+        self, api: str, body: dict[str, Any], *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        answer: dict[str, Any] = orjson.loads(self.raw)
+        return answer
+
+
+def _pull_page(rows: list[tuple[str, str, int]], *, clear: int = 0) -> dict[str, Any]:
+    return {
+        "ActionStatus": "OK",
+        "ErrorCode": 0,
+        "CompleteFlag": 1,
+        "LatestSeq": max((seq for _, _, seq in rows), default=0),
+        "ClearSeq": clear,
+        "ExtensionList": [{"Key": k, "Value": v, "Seq": s} for k, v, s in rows],
+    }
+
+
+def _pull(page: dict[str, Any], times: int = 1) -> list[ExtensionList]:
+    ext = MsgExt(_PageCaller(page))  # type: ignore[arg-type]
+    results: list[ExtensionList] = []
+
+    async def run() -> None:
+        # Not returned from the coroutine: Python 3.11's asyncio.run can repr the main
+        # task's result on the way out, which reads every item.
+        results.extend([await ext.group_get_key_values("g", 1) for _ in range(times)])
+
+    asyncio.run(run())
+    return results
+
+
+def test_pulled_list_builds_its_items_once_on_first_read() -> None:
+    rows = [("a", "1", 2), ("b", "2", 2), ("c", "3", 5)]
+    (pulled,) = _pull(_pull_page(rows))
+    eager = ExtensionList([ExtensionItem(*row) for row in rows], latest_seq=5, clear_seq=0)
+    assert pulled._rows is not None  # nothing built yet
+    assert len(pulled) == 3
+    assert pulled.as_dict() == {"a": "1", "b": "2", "c": "3"}
+    assert "b" in pulled and "z" not in pulled and [] not in pulled
+    assert pulled._rows is not None  # len, as_dict and `in` need no items
+    items = pulled.items
+    assert type(items) is tuple and all(type(item) is ExtensionItem for item in items)
+    assert items == eager.items
+    assert pulled.items is items  # built once, then a plain attribute
+    assert pulled._rows is None  # the rows are dropped once the items exist
+    assert list(pulled) == list(eager)
+    assert len(pulled) == 3 and pulled.as_dict() == eager.as_dict() and "c" in pulled
+
+
+def test_pulled_list_is_indistinguishable_from_one_built_from_items() -> None:
+    rows = [("a", "1", 2), ("b", "2", 2), ("c", "3", 5)]
+    eager = ExtensionList([ExtensionItem(*row) for row in rows], latest_seq=5, clear_seq=0)
+    for probe in (
+        lambda ext: ext == eager,
+        lambda ext: hash(ext) == hash(eager),
+        lambda ext: repr(ext) == repr(eager),
+        lambda ext: pickle.loads(pickle.dumps(ext)) == eager,
+        lambda ext: attrs.evolve(ext, latest_seq=5) == eager,
+        lambda ext: attrs.asdict(ext) == attrs.asdict(eager),
+        lambda ext: (
+            [f.name for f in attrs.fields(type(ext))] == ["items", "latest_seq", "clear_seq"]
+        ),
+    ):
+        (pulled,) = _pull(_pull_page(rows))  # a fresh, unread list for each probe
+        assert probe(pulled)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        pulled.items = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="no attribute 'itemz'"):
+        pulled.itemz  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_pages_of_a_walk_build_their_items_on_first_read() -> None:
+    rows = [("a", "1", 1), ("b", "2", 3)]
+    ext = MsgExt(_PageCaller(_pull_page(rows)))  # type: ignore[arg-type]
+
+    pages: list[ExtensionPage] = []
+
+    async def run() -> None:
+        pages.extend([page async for page in ext.iter_group_key_values("g", 1)])
+
+    asyncio.run(run())
+    (page,) = pages
+    assert page._rows is not None and len(page._columns()[0]) == 2
+    assert page.items == (ExtensionItem("a", "1", 1), ExtensionItem("b", "2", 3))
+    assert page._rows is None
+    assert page == ExtensionPage(list(page.items), True, 3, 0)
+    assert ExtensionList.from_pages([page]) == ExtensionList(page.items, 3, 0)
+
+
+def _held_bytes(make: Any) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = make()
+        gc.collect()
+        held: int = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del kept
+    return held
+
+
+def test_lazy_rows_hold_less_memory_than_the_items_they_replace() -> None:
+    rows = [(f"key-{i}", f"value-{i}", 1000 + i // 20) for i in range(200)]
+    page = _pull_page(rows)
+
+    def eager() -> list[ExtensionList]:
+        lists = _pull(page, 20)
+        for pulled in lists:
+            assert len(pulled.items) == 200  # read: items built, rows dropped
+        return lists
+
+    lazy = _held_bytes(lambda: _pull(page, 20))
+    built = _held_bytes(eager)
+    assert lazy < built
+    # Once read, a list holds what an eagerly built one holds, plus its two empty cache slots.
+    raw = orjson.dumps(page)
+
+    def constructed() -> list[ExtensionList]:  # fresh strings for each list, as pulls have
+        return [
+            ExtensionList(
+                [ExtensionItem(p["Key"], p["Value"], p["Seq"]) for p in parsed["ExtensionList"]],
+                parsed["LatestSeq"],
+                0,
+            )
+            for parsed in (orjson.loads(raw) for _ in range(20))
+        ]
+
+    reference = _held_bytes(constructed)
+    assert built <= reference + 20 * 64

@@ -380,6 +380,23 @@ async def test_malformed_page_raises_transport_error_naming_the_field() -> None:
     assert info.value.api == GROUP_API
 
 
+async def test_malformed_pair_on_a_later_page_raises_from_that_call() -> None:
+    # Strictness is not deferred by the lazily built items: the walk yields the good first
+    # page, and the call that brings the bad pair raises before anything of it is yielded.
+    good = answer([(f"k{i}", "v", 1 + i) for i in range(50)], complete=0)
+    bad = answer([(f"k{i}", "v", 50 + i) for i in range(50)], complete=1)
+    bad["ExtensionList"][49]["Value"] = None
+    caller = FakeCaller(scripted(good, bad))
+    pages: list[ExtensionPage] = []
+    with pytest.raises(TimTransportError) as info:
+        async with aclosing(MsgExt(caller).iter_group_key_values("g", 1)) as it:
+            async for page in it:
+                pages.append(page)
+    assert "$.ExtensionList[49].Value" in str(info.value)
+    assert len(caller.calls) == 2
+    assert len(pages) == 1 and len(pages[0].items) == 50
+
+
 @pytest.mark.parametrize("flag", [2, -1, True, "1", None])
 async def test_complete_flag_must_be_0_or_1(flag: Any) -> None:
     bad = answer([("a", "1", 1)], complete=1)
@@ -477,7 +494,15 @@ async def _walk(
 @given(scenarios())
 def test_walk_matches_model_server(scenario: tuple[ModelServer, int, bool]) -> None:
     server, start_seq, group = scenario
-    caller, pages, error = asyncio.run(_walk(server, start_seq, group))
+    walked: list[tuple[FakeCaller, list[ExtensionPage], BaseException | None]] = []
+
+    async def walk() -> None:  # returns nothing: asyncio.run may repr a result (reads items)
+        walked.append(await _walk(server, start_seq, group))
+
+    asyncio.run(walk())
+    ((caller, pages, error),) = walked
+    # Merged before anything reads the pages' items: from_pages works on their rows.
+    merged = ExtensionList.from_pages(pages)
 
     rows = [row for row in server.listing() if row[2] >= start_seq]
     stuck = progress_impossible(rows, server.page_size)
@@ -511,9 +536,10 @@ def test_walk_matches_model_server(scenario: tuple[ModelServer, int, bool]) -> N
     assert error is None
     assert pages[-1].complete
     assert not any(page.complete for page in pages[:-1])
-    result = ExtensionList.from_pages(pages)
+    result = merged
     expected = [ExtensionItem(k, v, s) for k, v, s in rows if s > server.clear_seq]
     assert list(result) == expected
+    assert result == ExtensionList.from_pages(pages)  # again, from the pages' items
     assert result.latest_seq == server.seq
     assert result.clear_seq == server.clear_seq
 
@@ -531,3 +557,51 @@ def test_progress_oracle_examples() -> None:
     assert not progress_impossible([("a", "", 1), ("b", "", 2), ("c", "", 3)], 2)
     assert progress_impossible([("a", "", 1), ("b", "", 1), ("c", "", 1)], 2)
     assert not progress_impossible([("a", "", 1), ("b", "", 1)], 2)
+
+
+# --------------------------------------------------------------------------- one-page walks
+
+PAGE_ROWS = st.lists(
+    st.tuples(st.sampled_from("abcdefgh"), st.text(max_size=2), st.integers(0, 6)), max_size=12
+)
+
+
+def _reference(rows: list[tuple[str, str, int]], clear: int) -> list[tuple[str, str, int]]:
+    """What one complete page must give: each key's highest seq (the first of equal copies),
+    above ``clear``, sorted by seq, ties in the order the kept copies came."""
+    best: dict[str, tuple[str, str, int]] = {}
+    for key, value, seq in rows:
+        known = best.get(key)
+        if known is None or seq > known[2]:
+            best.pop(key, None)
+            best[key] = (key, value, seq)
+    return sorted((row for row in best.values() if row[2] > clear), key=lambda row: row[2])
+
+
+@settings(max_examples=300, deadline=None)
+@given(PAGE_ROWS, st.integers(-1, 7), st.booleans())
+def test_one_complete_page_gives_the_reference_merge(
+    rows: list[tuple[str, str, int]], clear: int, sort_first: bool
+) -> None:
+    # Both ways through the walk's first page: the fast one (unique keys already in seq order:
+    # no merge, no sort) and the general one (duplicates or out of order).
+    if sort_first:
+        rows = sorted(rows, key=lambda row: row[2])
+    page = answer(rows, complete=1, latest=9, clear=clear)
+    got: list[ExtensionList] = []
+
+    async def pull() -> None:  # returns nothing: asyncio.run may repr a result (reads items)
+        got.append(await MsgExt(FakeCaller(scripted(page))).group_get_key_values("g", 1))
+
+    asyncio.run(pull())
+    (result,) = got
+    expected = _reference(rows, max(clear, 0))
+    # First what needs no items (len, as_dict, in), then the items.
+    assert len(result) == len(expected)
+    assert result.as_dict() == {key: value for key, value, _ in expected}
+    assert all(key in result for key, _, _ in expected)
+    assert "z" not in result
+    assert [(i.key, i.value, i.seq) for i in result] == expected
+    assert result == ExtensionList(
+        [ExtensionItem(*row) for row in expected], latest_seq=9, clear_seq=max(clear, 0)
+    )

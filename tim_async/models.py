@@ -7,9 +7,10 @@ live in :mod:`tim_async._wire` only.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from operator import attrgetter
-from typing import Any
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -67,15 +68,77 @@ def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
 #: Internal: ``(set_key, set_value, set_seq)`` (see :func:`_slot_setters`), or None.
 _ITEM_SLOT_SETTERS = _slot_setters()
 
-_seq_of = attrgetter("seq")
+#: Internal: the pairs of a page or list as three parallel tuples ``(keys, values, seqs)``,
+#: already type-checked (str, str, int). A decoded answer is kept in this form until its
+#: :class:`ExtensionItem` objects are first asked for: three pointers per pair instead of one
+#: object per pair, and no per-pair work for ``len()``, ``as_dict()`` or ``in``.
+Rows = tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]
 
 
 def _items_tuple(items: Iterable[ExtensionItem]) -> tuple[ExtensionItem, ...]:
     return items if type(items) is tuple else tuple(items)
 
 
+def _build_items(rows: Rows) -> tuple[ExtensionItem, ...]:
+    """The :class:`ExtensionItem` objects of ``rows`` (checked rows: no validation here)."""
+    keys, values, seqs = rows
+    if _ITEM_SLOT_SETTERS is None:  # pragma: no cover - the model changed
+        return tuple(map(ExtensionItem, keys, values, seqs))
+    new = object.__new__
+    cls = ExtensionItem
+    set_key, set_value, set_seq = _ITEM_SLOT_SETTERS
+    items: list[ExtensionItem] = []
+    append = items.append
+    for key, value, seq in zip(keys, values, seqs, strict=True):
+        item = new(cls)
+        set_key(item, key)
+        set_value(item, value)
+        set_seq(item, seq)
+        append(item)
+    return tuple(items)
+
+
+def _items_rows(items: tuple[ExtensionItem, ...]) -> Rows:
+    if not items:
+        return (), (), ()
+    keys, values, seqs = zip(*[(item.key, item.value, item.seq) for item in items], strict=True)
+    return keys, values, seqs
+
+
+class _LazyItems:
+    """Mixin of :class:`ExtensionPage` and :class:`ExtensionList`: ``items`` built on first use.
+
+    The walk creates these models with the answer's checked rows (:data:`Rows`) and without
+    ``items``: the ``items`` slot stays empty until something reads it, and Python then calls
+    ``__getattr__``, which builds the tuple of :class:`ExtensionItem`, stores it in the slot
+    (later reads are plain attribute reads) and drops the rows. attrs' generated ``__eq__``,
+    ``__hash__``, ``__repr__``, pickling and ``attrs.evolve`` read ``self.items`` too, so they
+    see the same objects. Everything that can fail was checked when the answer arrived."""
+
+    __slots__ = ()
+
+    if not TYPE_CHECKING:  # mypy: no catch-all attributes on the public models
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "items":
+                rows = self._rows
+                if rows is not None:
+                    items = _build_items(rows)
+                    object.__setattr__(self, "items", items)
+                    object.__setattr__(self, "_rows", None)
+                    return items
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _columns(self) -> Rows:
+        """The pairs as :data:`Rows`, without building items."""
+        rows: Rows | None = self._rows  # type: ignore[attr-defined]
+        if rows is not None:
+            return rows
+        return _items_rows(self.items)  # type: ignore[attr-defined]
+
+
 @attrs.frozen
-class ExtensionPage:
+class ExtensionPage(_LazyItems):
     """One page of a message extension pull, as yielded by ``iter_group_key_values`` /
     ``iter_key_values``.
 
@@ -91,9 +154,15 @@ class ExtensionPage:
     latest_seq: int
     clear_seq: int
 
+    @functools.cached_property
+    def _rows(self) -> Rows | None:
+        """Internal: the checked rows of a page made by the walk until ``items`` is built
+        (None for a page built from items)."""
+        return None
+
 
 @attrs.frozen
-class ExtensionList:
+class ExtensionList(_LazyItems):
     """All extension pairs of one message: unique keys, sorted by ``seq`` (pairs sharing a
     ``seq`` stay in server order), none with ``seq <= clear_seq``.
 
@@ -120,17 +189,35 @@ class ExtensionList:
                 )
             previous = item.seq
 
+    @functools.cached_property
+    def _rows(self) -> Rows | None:
+        """Internal: the checked rows of a list made by the walk until ``items`` is built
+        (None for a list built from items)."""
+        return None
+
+    @functools.cached_property
+    def _keys(self) -> frozenset[str]:
+        """Internal: the keys, for ``in`` (built on its first use)."""
+        return frozenset(self._columns()[0])
+
     def __len__(self) -> int:
-        return len(self.items)
+        rows = self._rows
+        return len(self.items) if rows is None else len(rows[0])
 
     def __iter__(self) -> Iterator[ExtensionItem]:
         return iter(self.items)
 
     def __contains__(self, key: object) -> bool:
-        return any(item.key == key for item in self.items)
+        try:
+            return key in self._keys
+        except TypeError:  # unhashable: not a key
+            return False
 
     def as_dict(self) -> dict[str, str]:
         """The pairs as ``{key: value}``, in ``seq`` order."""
+        rows = self._rows
+        if rows is not None:
+            return dict(zip(rows[0], rows[1], strict=True))
         return {item.key: item.value for item in self.items}
 
     @classmethod
@@ -138,37 +225,73 @@ class ExtensionList:
         """Merge the pages of one walk: keep each key's highest ``seq``, then drop every pair at
         or below the highest ``clear_seq`` seen on any page. ``latest_seq`` is the highest
         ``LatestSeq`` seen."""
-        merged: dict[str, ExtensionItem] = {}
+        merged: dict[str, tuple[str, int]] = {}
         clear_seq = 0
         latest_seq = 0
         for page in pages:
             clear_seq = max(clear_seq, page.clear_seq)
             latest_seq = max(latest_seq, page.latest_seq)
-            for item in page.items:
-                known = merged.get(item.key)
+            keys, values, seqs = page._columns()
+            for key, value, seq in zip(keys, values, seqs, strict=True):
+                known = merged.get(key)
                 if known is None:
-                    merged[item.key] = item
-                elif item.seq > known.seq:
+                    merged[key] = (value, seq)
+                elif seq > known[1]:
                     # Re-insert so that, within one seq, keys keep the server's order.
-                    del merged[item.key]
-                    merged[item.key] = item
-        visible = [item for item in merged.values() if item.seq > clear_seq]
-        visible.sort(key=_seq_of)
+                    del merged[key]
+                    merged[key] = (value, seq)
+        visible = [(key, value, seq) for key, (value, seq) in merged.items() if seq > clear_seq]
+        visible.sort(key=_third)
         if cls is ExtensionList:
             # Valid by construction (unique keys, sorted, above clear_seq): skip the checks.
-            return _trusted_list(tuple(visible), latest_seq, clear_seq)
-        return cls(items=tuple(visible), latest_seq=latest_seq, clear_seq=clear_seq)
+            return _lazy_list(_transpose(visible), latest_seq, clear_seq)
+        items = tuple(ExtensionItem(key, value, seq) for key, value, seq in visible)
+        return cls(items=items, latest_seq=latest_seq, clear_seq=clear_seq)
 
 
-def _trusted_list(
-    items: tuple[ExtensionItem, ...], latest_seq: int, clear_seq: int
-) -> ExtensionList:
-    """Internal: an :class:`ExtensionList` whose invariants the caller guarantees (items unique
-    by key, sorted by seq, all above ``clear_seq``), built without re-checking them."""
+_third = itemgetter(2)
+
+
+def _transpose(triples: list[tuple[str, str, int]]) -> Rows:
+    if not triples:
+        return (), (), ()
+    keys, values, seqs = zip(*triples, strict=True)
+    return keys, values, seqs
+
+
+def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
+    return setter
+
+
+_set_page_rows = _slot_setter(ExtensionPage, "_rows")
+_set_page_complete = _slot_setter(ExtensionPage, "complete")
+_set_page_latest = _slot_setter(ExtensionPage, "latest_seq")
+_set_page_clear = _slot_setter(ExtensionPage, "clear_seq")
+_set_list_rows = _slot_setter(ExtensionList, "_rows")
+_set_list_latest = _slot_setter(ExtensionList, "latest_seq")
+_set_list_clear = _slot_setter(ExtensionList, "clear_seq")
+
+
+def _lazy_page(rows: Rows, complete: bool, latest_seq: int, clear_seq: int) -> ExtensionPage:
+    """Internal: an :class:`ExtensionPage` of checked ``rows`` whose items are built on first
+    use."""
+    page: ExtensionPage = object.__new__(ExtensionPage)
+    _set_page_rows(page, rows)
+    _set_page_complete(page, complete)
+    _set_page_latest(page, latest_seq)
+    _set_page_clear(page, clear_seq)
+    return page
+
+
+def _lazy_list(rows: Rows, latest_seq: int, clear_seq: int) -> ExtensionList:
+    """Internal: an :class:`ExtensionList` of checked ``rows`` whose invariants the caller
+    guarantees (keys unique, sorted by seq, all above ``clear_seq``), built without
+    re-checking them; its items are built on first use."""
     result: ExtensionList = object.__new__(ExtensionList)
-    object.__setattr__(result, "items", items)
-    object.__setattr__(result, "latest_seq", latest_seq)
-    object.__setattr__(result, "clear_seq", clear_seq)
+    _set_list_rows(result, rows)
+    _set_list_latest(result, latest_seq)
+    _set_list_clear(result, clear_seq)
     return result
 
 
