@@ -209,6 +209,10 @@ def plain_json(body: Any, field: str = "body") -> dict[str, Any]:
     return result
 
 
+#: Types whose values ``_plain`` returns unchanged (exact types: a subclass takes the long way).
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
+
+
 def _plain(value: Any, field: str, path: str) -> Any:
     if isinstance(value, str | int | bool) or value is None:
         return value
@@ -220,7 +224,11 @@ def _plain(value: Any, field: str, path: str) -> Any:
         return value
     if isinstance(value, Mapping):
         pairs = list(value.items())
-        out = {k: _plain(v, field, f"{path}[{_show(k)}]") for k, v in pairs}
+        # Plain scalars as they are; the path (a repr per key) only for what may need it.
+        out = {
+            k: v if type(v) in _SCALARS else _plain(v, field, f"{path}[{_show(k)}]")
+            for k, v in pairs
+        }
         if len(out) != len(pairs):
             raise TimValidationError(field, f"the mapping at {path} repeats a key")
         return out

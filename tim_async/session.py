@@ -10,10 +10,10 @@ import asyncio
 import logging
 import random
 import re
-import secrets
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +23,7 @@ import orjson
 from yarl import URL
 
 from ._connect import Connector, is_traced, unwatch, watch
+from ._deadline import Deadline
 from ._redact import Redactor
 from .errors import (
     RETRYABLE_CODES,
@@ -128,7 +129,12 @@ class Session:
         # Tasks waiting for the limiter or sleeping in a backoff: close() wakes them at once.
         self._waiting: set[asyncio.Task[Any]] = set()
         self._woken: set[asyncio.Task[Any]] = set()
+        # Backoff jitter, and each request's ``random`` (the spec asks only for a fresh u32 per
+        # request, no secret: a Mersenne Twister is enough, 20x cheaper than ``secrets``).
         self._rng = random.Random()
+        self._checked_apis: set[str] = set()  # api names that passed _API_RE
+        #: (base URL index, api) -> (scheme, authority, path) of the request URL, for URL.build
+        self._url_parts: dict[tuple[int, str], tuple[str, str, str] | None] = {}
         # The UserSigs this session has put in URLs lately, to redact them from any text (each
         # call also redacts the ones its own attempts used, however many renewals happened).
         self._redactor = Redactor()
@@ -189,19 +195,11 @@ class Session:
 
     # ------------------------------------------------------------------ calls
 
-    @contextmanager
-    def operation(self) -> Iterator[None]:
+    def operation(self) -> AbstractContextManager[None]:
         """Bound every call made inside the block (one logical operation made of several
         requests, such as a paged pull) by one ``timeout``, counted from entering the block.
         Nested blocks keep the outer deadline."""
-        if _OPERATION_DEADLINE.get() is not None:
-            yield
-            return
-        token = _OPERATION_DEADLINE.set(asyncio.get_running_loop().time() + self._timeout)
-        try:
-            yield
-        finally:
-            _OPERATION_DEADLINE.reset(token)
+        return _Operation(self._timeout)
 
     async def call(
         self, api: str, body: Mapping[str, Any], *, idempotent: bool = True
@@ -210,9 +208,12 @@ class Session:
 
         Retries what :class:`RetryPolicy` allows, renews the UserSig once on 70001, keeps the
         whole call inside ``timeout`` and every attempt inside the limiter."""
-        if not isinstance(api, str) or not _API_RE.match(api):
-            raise TimValidationError("api", f"must look like 'service/command', got {api!r}")
-        if not isinstance(body, Mapping):
+        if type(api) is not str or api not in self._checked_apis:
+            if not isinstance(api, str) or not _API_RE.match(api):
+                raise TimValidationError("api", f"must look like 'service/command', got {api!r}")
+            if type(api) is str and len(self._checked_apis) < 1024:
+                self._checked_apis.add(api)
+        if type(body) is not dict and not isinstance(body, Mapping):
             raise TimTypeError("body", f"must be a mapping, got {type(body).__name__}")
         try:
             data = orjson.dumps(body)
@@ -347,7 +348,11 @@ class Session:
         index = self._base_index
         waiting = self._waiting
         try:
-            async with asyncio.timeout_at(deadline):
+            async with (
+                asyncio.timeout_at(deadline)
+                if task is None
+                else Deadline(task, asyncio.get_running_loop(), deadline)
+            ):
                 if task is not None:
                     waiting.add(task)
                 async with self._limiter.acquire(api) as slot:
@@ -370,12 +375,7 @@ class Session:
                         self._redactor.remember(usersig)
                     if not sigs or sigs[-1] is not usersig:
                         sigs.append(usersig)
-                    url = URL(
-                        f"{self._base_urls[index]}/v4/{api}?{self._static_query}"
-                        f"&usersig={self._usersig_quoted}"
-                        f"&random={secrets.randbits(32)}&contenttype=json",
-                        encoded=True,
-                    )
+                    url = self._url(index, api, self._rng.getrandbits(32))
                     status = 0
                     token = watch(connected) if self._traced else None
                     try:
@@ -430,6 +430,24 @@ class Session:
         finally:
             waiting.discard(task)
         return self._decode(api, status, raw, sigs, index)
+
+    def _url(self, index: int, api: str, random_u32: int) -> URL:
+        """The request URL for ``api`` at base URL ``index`` with this UserSig and random."""
+        query = (
+            f"{self._static_query}&usersig={self._usersig_quoted}"
+            f"&random={random_u32}&contenttype=json"
+        )
+        key = (index, api)
+        try:
+            parts = self._url_parts[key]
+        except KeyError:
+            parts = self._url_parts[key] = _url_parts(self._base_urls[index], api, query)
+        if parts is None:  # a base URL that URL.build cannot rebuild exactly
+            return URL(f"{self._base_urls[index]}/v4/{api}?{query}", encoded=True)
+        scheme, authority, path = parts
+        return URL.build(
+            scheme=scheme, authority=authority, path=path, query_string=query, encoded=True
+        )
 
     async def _read(self, api: str, resp: aiohttp.ClientResponse, sigs: list[str]) -> bytes:
         """The answer's body, at most ``max_answer_bytes`` of it (else an unreadable answer)."""
@@ -545,6 +563,45 @@ class Session:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Session {self.base_url} {state}>"
+
+
+class _Operation:
+    """:meth:`Session.operation`'s block (a class: cheaper than ``@contextmanager``)."""
+
+    __slots__ = ("_timeout", "_token")
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._token: Token[float | None] | None = None
+
+    def __enter__(self) -> None:
+        if _OPERATION_DEADLINE.get() is None:
+            when = asyncio.get_running_loop().time() + self._timeout
+            self._token = _OPERATION_DEADLINE.set(when)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is not None:
+            self._token = None
+            _OPERATION_DEADLINE.reset(token)
+
+
+def _url_parts(base_url: str, api: str, query: str) -> tuple[str, str, str] | None:
+    """What :meth:`Session._url` builds the URL from, or None if that would not give the very
+    URL that parsing ``{base_url}/v4/{api}?{query}`` gives (checked once per base URL and api)."""
+    whole = URL(f"{base_url}/v4/{api}?{query}", encoded=True)
+    parts = (whole.scheme, whole.raw_authority, whole.raw_path)
+    built = URL.build(
+        scheme=parts[0], authority=parts[1], path=parts[2], query_string=query, encoded=True
+    )
+    if built != whole or str(built) != str(whole):
+        return None
+    return parts
 
 
 def _unanswered(slot: Slot | None) -> None:
