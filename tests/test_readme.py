@@ -47,6 +47,7 @@ import tim_async
 import tim_async.client
 from tim_async import TimClient
 from tim_async.testing import FakeTimServer
+from tim_async.testing.redis_server import RedisServerNotFound, redis_server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->\s*$", re.S)
@@ -217,12 +218,28 @@ def _check_pytest_example(block_id: str, code: str, outcomes: dict[str, list[str
     assert "warning" not in stdout, stdout
 
 
+@pytest.fixture
+def readme_redis_url() -> Iterator[str]:
+    try:
+        with redis_server() as server:
+            yield server.url
+    except RedisServerNotFound as exc:
+        pytest.skip(f"README Redis block: {exc}")
+
+
 @pytest.mark.parametrize(("block_id", "code"), list(_params()))
 def test_readme_block(block_id: str, code: str, request: pytest.FixtureRequest) -> None:
     if _is_pytest_example(code):
         _check_pytest_example(block_id, code, request.getfixturevalue("pytest_examples"))
         return
     emulator_client: type[TimClient] = request.getfixturevalue("emulator_client")
+    if "TIM_REDIS_URL" in code:
+        # A block for the shared limiter reads its Redis (and key) from the environment, as
+        # the command line does: give it a throw-away redis-server.
+        redis_url = request.getfixturevalue("readme_redis_url")
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("TIM_REDIS_URL", redis_url)
+        monkeypatch.setenv("TIM_SECRET_KEY", "replaced by the harness")
     compiled = compile(code, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     namespace: dict[str, Any] = {"__name__": "__readme__"}
     if not compiled.co_flags & inspect.CO_COROUTINE:

@@ -20,8 +20,7 @@ import pytest
 from tim_async import TimClient
 from tim_async.cli.demo_walk import _Checks
 from tim_async.cli.webhook import DemoWebhooks, event_record
-from tim_async.testing import FakeTimServer
-from tim_async.testing.webhook_delivery import WebhookFault
+from tim_async.testing import FakeTimServer, WebhookFault
 from tim_async.webhooks import parse_webhook, sign
 
 TOKEN = "Cli-Listen-Token-0042"

@@ -15,8 +15,7 @@ from aiohttp import web
 
 from tim_async import TimClient
 from tim_async.models import ExtensionItem
-from tim_async.testing import FakeTimServer, Fault
-from tim_async.testing.webhook_delivery import WebhookFault
+from tim_async.testing import FakeTimServer, Fault, WebhookFault
 from tim_async.webhooks import (
     C2CMsgExtensionEvent,
     ExtensionOperation,

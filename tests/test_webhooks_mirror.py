@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 from tim_async import TimClient
 from tim_async.errors import TimError
-from tim_async.testing import FakeTimServer
-from tim_async.testing.webhook_delivery import WebhookFault
+from tim_async.testing import FakeTimServer, WebhookFault
 from tim_async.webhooks import ExtensionMirror, MirrorOutcome, WebhookEvent, WebhookReceiver
 
 TOKEN = "Mirror-Test-Token-123"

@@ -44,6 +44,7 @@ from .examples import seed_examples
 from .faults import Fault, FaultInjector
 from .server import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY, FakeTimServer
 from .state import GROUP_TYPES, EmulatorError, ExtensionMeta, TimState
+from .webhook_delivery import WebhookDelivery, WebhookFault
 
 __all__ = [
     "COMMANDS",
@@ -61,6 +62,8 @@ __all__ = [
     "FaultInjector",
     "LoggedRequest",
     "TimState",
+    "WebhookDelivery",
+    "WebhookFault",
     "create_app",
     "seed_examples",
 ]
