@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import random
 from collections.abc import Iterable, Mapping
-from typing import ClassVar, Final
+from typing import ClassVar, Final, Generic, TypeVar
 
 import attrs
 
@@ -103,20 +103,22 @@ def normalize_command(command: str) -> str:
     return command
 
 
-class _RandomPlan:
-    __slots__ = ("commands", "cumulative", "rng")
+F = TypeVar("F")
 
-    def __init__(
-        self,
-        weights: Mapping[Fault, float],
-        seed: int | None,
-        commands: Iterable[str] | None,
-    ) -> None:
+
+class RandomFaults(Generic[F]):
+    """A seeded random plan: each draw gives one of the faults with its probability, or None.
+    Shared by :class:`FaultInjector` and the webhook faults
+    (:class:`~tim_async.testing.webhook_delivery.WebhookFaults`); ``kind`` is their fault class."""
+
+    __slots__ = ("cumulative", "rng")
+
+    def __init__(self, weights: Mapping[F, float], seed: int | None, kind: type[F]) -> None:
         total = 0.0
-        cumulative: list[tuple[float, Fault]] = []
+        cumulative: list[tuple[float, F]] = []
         for fault, probability in weights.items():
-            if not isinstance(fault, Fault):
-                raise TypeError(f"random() keys must be Fault objects, got {fault!r}")
+            if not isinstance(fault, kind):
+                raise TypeError(f"random() keys must be {kind.__name__} objects, got {fault!r}")
             if not 0.0 <= probability <= 1.0:
                 raise ValueError(f"probability of {fault!r} must be in [0, 1], got {probability}")
             total += probability
@@ -125,6 +127,25 @@ class _RandomPlan:
             raise ValueError(f"fault probabilities add up to {total}, more than 1")
         self.cumulative = cumulative
         self.rng = random.Random(seed)
+
+    def draw(self) -> F | None:
+        u = self.rng.random()
+        for bound, fault in self.cumulative:
+            if u < bound:
+                return fault
+        return None
+
+
+class _RandomPlan:
+    __slots__ = ("commands", "faults")
+
+    def __init__(
+        self,
+        weights: Mapping[Fault, float],
+        seed: int | None,
+        commands: Iterable[str] | None,
+    ) -> None:
+        self.faults = RandomFaults(weights, seed, Fault)
         self.commands = (
             None if commands is None else frozenset(normalize_command(c) for c in commands)
         )
@@ -132,11 +153,7 @@ class _RandomPlan:
     def draw(self, command: str) -> Fault | None:
         if self.commands is not None and command not in self.commands:
             return None
-        u = self.rng.random()
-        for bound, fault in self.cumulative:
-            if u < bound:
-                return fault
-        return None
+        return self.faults.draw()
 
 
 class FaultInjector:

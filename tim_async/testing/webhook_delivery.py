@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final
@@ -43,6 +42,7 @@ from aiohttp import web
 
 from tim_async.webhooks.verify import sign
 
+from .faults import RandomFaults
 from .state import TimState
 
 __all__ = [
@@ -109,8 +109,7 @@ class WebhookFaults:
 
     def __init__(self) -> None:
         self._queue: list[WebhookFault | None] = []
-        self._weights: list[tuple[float, WebhookFault]] = []
-        self._rng = random.Random()
+        self._random: RandomFaults[WebhookFault] | None = None
 
     def script(self, faults: Iterable[WebhookFault | None]) -> None:
         """Queue faults for the next webhooks, in order (None = deliver normally)."""
@@ -122,23 +121,11 @@ class WebhookFaults:
 
     def random(self, weights: Mapping[WebhookFault, float], seed: int | None = None) -> None:
         """Fault each webhook with these probabilities (replaces an earlier plan)."""
-        total = 0.0
-        cumulative: list[tuple[float, WebhookFault]] = []
-        for fault, probability in weights.items():
-            if not isinstance(fault, WebhookFault):
-                raise TypeError(f"random() keys must be WebhookFault objects, got {fault!r}")
-            if not 0.0 <= probability <= 1.0:
-                raise ValueError(f"probability of {fault!r} must be in [0, 1]")
-            total += probability
-            cumulative.append((total, fault))
-        if total > 1.0 + 1e-9:
-            raise ValueError(f"fault probabilities add up to {total}, more than 1")
-        self._weights = cumulative
-        self._rng = random.Random(seed)
+        self._random = RandomFaults(weights, seed, WebhookFault)
 
     def clear(self) -> None:
         self._queue.clear()
-        self._weights = []
+        self._random = None
 
     def pending(self) -> int:
         return len(self._queue)
@@ -146,15 +133,13 @@ class WebhookFaults:
     def next(self) -> WebhookFault | None:
         if self._queue:
             return self._queue.pop(0)
-        if self._weights:
-            u = self._rng.random()
-            for bound, fault in self._weights:
-                if u < bound:
-                    return fault
+        if self._random is not None:
+            return self._random.draw()
         return None
 
     def __repr__(self) -> str:
-        return f"WebhookFaults(scripted={len(self._queue)}, random={bool(self._weights)})"
+        planned = self._random is not None and bool(self._random.cumulative)
+        return f"WebhookFaults(scripted={len(self._queue)}, random={planned})"
 
 
 # --------------------------------------------------------------------------- deliveries
