@@ -16,18 +16,17 @@ import orjson
 
 from tim_async._validate import UINT32_MAX
 from tim_async.cli.commands import target_from_args
-from tim_async.cli.options import EXIT_OK, UsageError, client_options, connect, int_range
+from tim_async.cli.options import (
+    EXIT_OK,
+    UsageError,
+    client_options,
+    connect,
+    int_range,
+    key_value,
+)
 from tim_async.cli.output import write_json
 from tim_async.cli.registry import Commands
 from tim_async.cli.targets import GroupTarget, Target
-
-
-def key_value(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` (the value may be empty and may hold '=')."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def _unique(parser: argparse.ArgumentParser, keys: list[str], what: str) -> None:
