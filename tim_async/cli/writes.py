@@ -29,7 +29,7 @@ from tim_async.cli.registry import Commands
 from tim_async.cli.targets import GroupTarget, Target
 
 
-def _unique(parser: argparse.ArgumentParser, keys: list[str], what: str) -> None:
+def _unique(keys: list[str], what: str) -> None:
     seen: set[str] = set()
     for key in keys:
         if key in seen:
@@ -40,20 +40,20 @@ def _unique(parser: argparse.ArgumentParser, keys: list[str], what: str) -> None
 def _prepare_ext(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     args.target = target_from_args(args, parser)
     if args.operation == "set":
-        _unique(parser, [k for k, _ in args.pairs], "key")
+        _unique([k for k, _ in args.pairs], "key")
     elif args.operation == "delete":
-        _unique(parser, args.keys, "key")
+        _unique(args.keys, "key")
 
 
 def _prepare_attr(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.operation in ("modify", "set"):
-        _unique(parser, [k for k, _ in args.pairs], "attribute")
+        _unique([k for k, _ in args.pairs], "attribute")
     elif args.operation == "delete":
-        _unique(parser, args.keys, "attribute")
+        _unique(args.keys, "attribute")
 
 
 def _prepare_counter_delete(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    _unique(parser, args.keys, "counter")
+    _unique(args.keys, "counter")
 
 
 def _prepare_call(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
