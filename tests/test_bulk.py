@@ -15,6 +15,7 @@ import pytest
 from tim_async import C2CMessage, GroupMessage, PullResult, PullStats, TimClient
 from tim_async.errors import (
     TimNotFoundError,
+    TimTimeoutError,
     TimTransportError,
     TimTypeError,
     TimValidationError,
@@ -245,6 +246,23 @@ async def test_a_transport_failure_after_retries_is_a_result() -> None:
             (result,) = [r async for r in tim.msg_ext.pull_many([target])]
         assert isinstance(result.error, TimTransportError) and result.error.status == 502
         assert len(server.requests) == 3
+
+
+async def test_the_client_timeout_bounds_each_target_across_its_pages() -> None:
+    """The README: ``timeout`` bounds each target (all its pages). A two-page target whose
+    pages take 0.6 s each, each well within the 1 s timeout, fails with the timeout; a deadline
+    per page would let it succeed. A busy machine only makes the pages slower."""
+    async with FakeTimServer() as server:
+        gid = server.create_group()
+        seq = server.send_group_msg(gid)
+        server.put_group_extensions(gid, seq, {f"k{i}": "v" for i in range(300)})
+        server.faults.script(GROUP_API, [Fault.slow(0.6), Fault.slow(0.6)])
+        async with client(server, timeout=1.0) as tim:
+            (result,) = [r async for r in tim.msg_ext.pull_many([GroupMessage(gid, seq)])]
+        assert isinstance(result.error, TimTimeoutError), result
+        assert result.pages == 1  # the first page arrived; the second ran out of time
+        starts = [entry.body.get("StartSeq", 0) > 0 for entry in server.requests_for(GROUP_API)]
+        assert starts[:2] == [False, True]
 
 
 async def test_a_bug_propagates_and_stops_the_run() -> None:

@@ -589,6 +589,7 @@ BAD_CONFIG = [
     (["ext", "get", "--group", "G"], {}, "--group needs --msg-seq"),
     (["ext", "get", "--group", "G", "--msg-seq", "1", "--to", "A"], {}, "either --group"),
     (["counter", "update", "--group", "G", "--mode", "Set", "a=b"], {}, "must be an integer"),
+    (["counter", "update", "--group", "G", "--mode", "Set", "ab"], {}, "expected KEY=VALUE"),
     (["counter", "update", "--group", "G", "--mode", "Double", "a=1"], {}, "argument --mode"),
     (["counter", "get", "--group", "G", *[f"k{i}" for i in range(21)]], {}, "keys: "),
 ]

@@ -99,10 +99,7 @@ def _build_items(rows: Rows) -> tuple[ExtensionItem, ...]:
 
 
 def _items_rows(items: tuple[ExtensionItem, ...]) -> Rows:
-    if not items:
-        return (), (), ()
-    keys, values, seqs = zip(*[(item.key, item.value, item.seq) for item in items], strict=True)
-    return keys, values, seqs
+    return _transpose([(item.key, item.value, item.seq) for item in items])
 
 
 class _LazyItems:
@@ -253,6 +250,7 @@ _third = itemgetter(2)
 
 
 def _transpose(triples: list[tuple[str, str, int]]) -> Rows:
+    """Internal: ``(key, value, seq)`` triples as :data:`Rows`."""
     if not triples:
         return (), (), ()
     keys, values, seqs = zip(*triples, strict=True)

@@ -32,6 +32,8 @@ from tim_async.models import (
     _items_rows,
     _lazy_list,
     _lazy_page,
+    _third,
+    _transpose,
 )
 
 if TYPE_CHECKING:
@@ -221,13 +223,7 @@ def _merge_page(
             top = seq
     triples = list(fresh.values())
     triples.sort(key=_third)
-    if not triples:
-        return _EMPTY_ROWS, progressed, top
-    new_keys, new_values, new_seqs = zip(*triples, strict=True)
-    return (new_keys, new_values, new_seqs), progressed, top
-
-
-_third = itemgetter(2)
+    return _transpose(triples), progressed, top
 
 
 async def collect_extension_list(pages: AsyncIterator[ExtensionPage]) -> ExtensionList:

@@ -22,6 +22,7 @@ from tim_async.cli.options import (
 from tim_async.cli.progress import Progress
 from tim_async.cli.registry import Commands
 from tim_async.endpoints.bulk import GroupMessage, PullStats
+from tim_async.endpoints.msg_ext import API_GROUP_GET
 from tim_async.limiter import SlidingWindowLimiter
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
     out = sys.stdout
     rate = DEFAULT_RATE_LIMIT
-    api = "openim_msg_ext_http_svc/group_get_key_values"
+    api = API_GROUP_GET
     checks = _Checks(out)
     wall = time.monotonic()
     async with FakeTimServer(rate_limit=rate, page_size=200, seed=args.seed) as server:

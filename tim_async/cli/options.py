@@ -83,10 +83,16 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def counter_pair(text: str) -> tuple[str, int]:
+def key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (the value may be empty and may hold '=')."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def counter_pair(text: str) -> tuple[str, int]:
+    key, value = key_value(text)
     try:
         number = int(value)
     except ValueError:

@@ -16,21 +16,20 @@ import orjson
 
 from tim_async._validate import UINT32_MAX
 from tim_async.cli.commands import target_from_args
-from tim_async.cli.options import EXIT_OK, UsageError, client_options, connect, int_range
+from tim_async.cli.options import (
+    EXIT_OK,
+    UsageError,
+    client_options,
+    connect,
+    int_range,
+    key_value,
+)
 from tim_async.cli.output import write_json
 from tim_async.cli.registry import Commands
 from tim_async.cli.targets import GroupTarget, Target
 
 
-def key_value(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` (the value may be empty and may hold '=')."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
-def _unique(parser: argparse.ArgumentParser, keys: list[str], what: str) -> None:
+def _unique(keys: list[str], what: str) -> None:
     seen: set[str] = set()
     for key in keys:
         if key in seen:
@@ -41,20 +40,20 @@ def _unique(parser: argparse.ArgumentParser, keys: list[str], what: str) -> None
 def _prepare_ext(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     args.target = target_from_args(args, parser)
     if args.operation == "set":
-        _unique(parser, [k for k, _ in args.pairs], "key")
+        _unique([k for k, _ in args.pairs], "key")
     elif args.operation == "delete":
-        _unique(parser, args.keys, "key")
+        _unique(args.keys, "key")
 
 
 def _prepare_attr(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.operation in ("modify", "set"):
-        _unique(parser, [k for k, _ in args.pairs], "attribute")
+        _unique([k for k, _ in args.pairs], "attribute")
     elif args.operation == "delete":
-        _unique(parser, args.keys, "attribute")
+        _unique(args.keys, "attribute")
 
 
 def _prepare_counter_delete(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    _unique(parser, args.keys, "counter")
+    _unique(args.keys, "counter")
 
 
 def _prepare_call(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

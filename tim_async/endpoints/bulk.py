@@ -59,8 +59,6 @@ def _msg_seq(instance: Any, attribute: Any, value: Any) -> None:
 
 
 def _account(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None and attribute.name == "from_account":
-        return
     check_str(attribute.name, value)
 
 
@@ -81,7 +79,9 @@ class C2CMessage:
 
     to_account: str = attrs.field(validator=_account)
     msg_key: str = attrs.field(validator=_account)
-    from_account: str | None = attrs.field(default=None, validator=_account)
+    from_account: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_account)
+    )
 
 
 #: what :func:`pull_many` takes

@@ -377,7 +377,7 @@ class MsgExt:
         self,
         targets: Iterable[Target] | AsyncIterable[Target],
         *,
-        concurrency: int = 64,
+        concurrency: int = _bulk.DEFAULT_CONCURRENCY,
         start_seq: int = 0,
         stats: PullStats | None = None,
     ) -> AsyncGenerator[PullResult, None]:
