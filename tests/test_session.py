@@ -495,6 +495,15 @@ def test_bad_configuration_raises_at_construction(kwargs: dict[str, Any], fragme
     assert SECRET not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "kwargs", [{"max_retries": -1}, {"backoff_base": -0.1}, {"backoff_cap": -1.0}]
+)
+def test_a_bad_retry_policy_is_a_config_error(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(errors.TimConfigError) as info:
+        RetryPolicy(**kwargs)
+    assert isinstance(info.value, ValueError)
+
+
 def test_regions_and_base_url() -> None:
     tim = TimClient(APPID, secret_key=SECRET, region="singapore")
     assert tim.base_url == "https://adminapisgp.im.qcloud.com"
