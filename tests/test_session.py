@@ -533,6 +533,20 @@ async def test_call_refuses_bodies_that_are_not_json(server: tuple[Script, str])
     assert script.requests == []
 
 
+def test_a_session_without_a_base_url_is_a_config_error() -> None:
+    with pytest.raises(errors.TimConfigError, match="base URL") as info:
+        Session(
+            base_urls=[],
+            sdkappid=APPID,
+            identifier="administrator",
+            usersig=StaticUserSig("sig"),
+            limiter=UnlimitedLimiter(),
+            retry=RetryPolicy(),
+            timeout=5.0,
+        )
+    assert isinstance(info.value, ValueError)
+
+
 async def test_dns_failure_switches_to_the_backup_domain(server: tuple[Script, str]) -> None:
     # A region's main domain that does not resolve: the retry goes to its backup domain.
     # (.invalid never resolves: RFC 2606.)
