@@ -745,6 +745,11 @@ async def test_an_endless_body_is_cut_off_not_buffered(
     exc = await call_expecting(tim, "get_attr", errors.TimTransportError)
     assert "larger than" in str(exc) and len(str(exc)) < 500
     assert not isinstance(exc, errors.TimTimeoutError)
+    # The excerpt is the answer's start (kept while reading), never the whole body joined.
+    assert isinstance(exc, errors.TimTransportError)
+    assert (
+        exc.body_excerpt == ('{"ActionStatus": "OK", "ErrorCode": 0, "Junk": "' + "x" * 200)[:200]
+    )
     # A declared length over the limit is refused before reading anything.
     server.answer = lambda request: web.Response(
         body=b"{" * 10, headers={"Content-Length": str(64 * 2**20)}

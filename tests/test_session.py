@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -327,15 +328,23 @@ async def test_timeout_on_non_idempotent_call_is_outcome_unknown(
             await tim.call("svc/cmd", {}, idempotent=False)
 
 
+class FixedBackoff(RetryPolicy):
+    """Every backoff lasts 0.4 s (no jitter: the test does not hang on where the last one ends)."""
+
+    def backoff(self, retries_done: int, rng: random.Random | None = None) -> float:
+        return 0.4
+
+
 async def test_backoff_never_overruns_the_timeout(server: tuple[Script, str]) -> None:
+    # Retries at ~0 s, ~0.4 s and ~0.8 s; the next backoff would end past the 1 s timeout, so the
+    # call raises the server's answer at once (with jitter, the last backoff could end so close
+    # to the deadline that the next attempt timed out on a loaded machine).
     script, url = server
     script.default = fail(10002)
-    async with client(
-        url, retry=RetryPolicy(max_retries=50, backoff_base=0.05), timeout=0.5
-    ) as tim:
+    async with client(url, retry=FixedBackoff(max_retries=50), timeout=1.0) as tim:
         with pytest.raises(errors.TimServerBusyError):
             await tim.call("svc/cmd", {})
-    assert 1 < len(script.requests) < 51
+    assert len(script.requests) in (2, 3)
 
 
 # --------------------------------------------------------------------------- UserSig renewal
@@ -495,6 +504,15 @@ def test_bad_configuration_raises_at_construction(kwargs: dict[str, Any], fragme
     assert SECRET not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "kwargs", [{"max_retries": -1}, {"backoff_base": -0.1}, {"backoff_cap": -1.0}]
+)
+def test_a_bad_retry_policy_is_a_config_error(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(errors.TimConfigError) as info:
+        RetryPolicy(**kwargs)
+    assert isinstance(info.value, ValueError)
+
+
 def test_regions_and_base_url() -> None:
     tim = TimClient(APPID, secret_key=SECRET, region="singapore")
     assert tim.base_url == "https://adminapisgp.im.qcloud.com"
@@ -522,6 +540,20 @@ async def test_call_refuses_bodies_that_are_not_json(server: tuple[Script, str])
         with pytest.raises(errors.TimTypeError, match="body"):
             await tim.call("a/b", [1, 2])  # type: ignore[arg-type]
     assert script.requests == []
+
+
+def test_a_session_without_a_base_url_is_a_config_error() -> None:
+    with pytest.raises(errors.TimConfigError, match="base URL") as info:
+        Session(
+            base_urls=[],
+            sdkappid=APPID,
+            identifier="administrator",
+            usersig=StaticUserSig("sig"),
+            limiter=UnlimitedLimiter(),
+            retry=RetryPolicy(),
+            timeout=5.0,
+        )
+    assert isinstance(info.value, ValueError)
 
 
 async def test_dns_failure_switches_to_the_backup_domain(server: tuple[Script, str]) -> None:

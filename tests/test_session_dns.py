@@ -61,10 +61,13 @@ async def server() -> AsyncIterator[FakeTimServer]:
         yield srv
 
 
-def make_session(server: FakeTimServer, http: aiohttp.ClientSession, **kw: Any) -> Session:
+def make_session(
+    server: FakeTimServer, http: aiohttp.ClientSession, *, port: int | None = None, **kw: Any
+) -> Session:
     kw.setdefault("retry", RetryPolicy(max_retries=3, backoff_base=0.01))
+    port = server.port if port is None else port
     return Session(
-        base_urls=[f"http://{MAIN}:{server.port}", f"http://{BACKUP}:{server.port}"],
+        base_urls=[f"http://{MAIN}:{port}", f"http://{BACKUP}:{port}"],
         sdkappid=server.sdkappid,
         identifier=server.admin,
         usersig=UserSigSigner(server.sdkappid, server.admin, server.secret_key),
@@ -111,8 +114,43 @@ async def test_dns_failure_of_both_domains_names_both_and_the_attempts(
         finally:
             await session.close()
     text = str(info.value)
-    assert f"DNS lookup failed for {MAIN}" in text
-    assert f"backup domain {BACKUP}" in text
+    assert f"DNS lookup failed for {MAIN}, and for the backup domain {BACKUP} too" in text
     assert "after 4 attempts" in text
     assert info.value.attempts == 4
     assert server.requests == []
+
+
+async def test_a_dns_failure_with_no_retry_left_names_the_backup_the_next_call_tries(
+    server: FakeTimServer,
+) -> None:
+    connector = aiohttp.TCPConnector(resolver=Resolver(), use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        session = make_session(server, http, retry=RetryPolicy(max_retries=0))
+        try:
+            with pytest.raises(errors.TimTransportError) as info:
+                await session.call(CMD, {"GroupId": server.create_group()})
+            assert session.base_url.startswith(f"http://{BACKUP}")
+        finally:
+            await session.close()
+    text = str(info.value)
+    assert f"DNS lookup failed for {MAIN}; the next call tries the backup domain {BACKUP}" in text
+    assert "after 1 attempt" in text
+
+
+async def test_a_backup_that_resolves_but_fails_is_named_as_tried(server: FakeTimServer) -> None:
+    # The backup resolves to 127.0.0.1, but nothing listens on the port: the last failure is a
+    # refused connection, and the error still tells that the main domain's DNS failed first.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    connector = aiohttp.TCPConnector(resolver=Resolver(), use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        session = make_session(server, http, port=closed_port)
+        try:
+            with pytest.raises(errors.TimTransportError) as info:
+                await session.call(CMD, {"GroupId": server.create_group()})
+        finally:
+            await session.close()
+    text = str(info.value)
+    assert f"DNS lookup failed for {MAIN}; the backup domain {BACKUP} was tried too" in text
+    assert "after 4 attempts" in text

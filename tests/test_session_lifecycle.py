@@ -148,6 +148,25 @@ async def test_a_cancellation_during_the_backoff_is_still_a_cancellation(
             await call
 
 
+async def test_a_cancellation_and_a_close_together_stay_a_cancellation(
+    server: FakeTimServer,
+) -> None:
+    # close() undoes only its own cancellation: the caller's, made in the same moment, wins.
+    gid = server.create_group()
+    server.faults.script(GET_ATTR, [Fault.code(10002)])
+    tim = make_client(server, retry=LongBackoff(), timeout=120.0)
+    try:
+        call = asyncio.create_task(tim.group_attr.get_group_attr(gid))
+        await arrived(server, GET_ATTR)
+        await turns()
+        assert not call.done()  # sleeping 30 s before its retry
+        call.cancel()
+    finally:
+        await tim.close()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+
 def test_one_client_in_two_event_loops_is_a_tim_error() -> None:
     tim = TimClient(
         1400000000, secret_key=TEST_SECRET_KEY, base_url="http://127.0.0.1:9", max_retries=0

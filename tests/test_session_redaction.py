@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from tim_async import errors
+from tim_async._redact import REDACTED, Redactor
 from tim_async.limiter import UnlimitedLimiter
 from tim_async.retry import RetryPolicy
 from tim_async.session import Session
@@ -199,3 +200,16 @@ async def test_the_usersig_a_call_used_is_redacted_after_many_renewals(
     assert sig != provider.sig
     assert err.info == '"usersig": "<redacted>"'
     assert leaks([str(err), repr(err), *strings(dict(err.body))], sig) == []
+
+
+def test_the_redactor_remembers_only_its_last_keep_usersigs() -> None:
+    # A long-lived client renews its UserSig every few hours: the remembered ones stay bounded,
+    # and a call still redacts the ones it sent itself (passed as ``sigs``).
+    redactor = Redactor(keep=2)
+    first, second, third = (Renewable._new() for _ in range(3))
+    for sig in (first, second, third):
+        redactor.remember(sig)
+    assert redactor.redact(f"a {third} b") == f"a {REDACTED} b"
+    assert redactor.redact(f"a {second} b") == f"a {REDACTED} b"
+    assert redactor.redact(f"a {first} b") == f"a {first} b"  # dropped out
+    assert redactor.redact(f"a {first} b", [first]) == f"a {REDACTED} b"

@@ -154,3 +154,17 @@ async def test_a_request_that_got_its_connection_and_no_answer_is_sent(
         assert tim.stats.attempts == 1
     assert len(server.requests_for(UPDATE)) == 1
     assert [s.unanswered_calls for s in limiter.slots] == [1]  # it may still arrive
+
+
+async def test_a_gateway_status_leaves_its_slot_unanswered_and_a_503_does_not(
+    server: FakeTimServer,
+) -> None:
+    # 502 and 504 come from a gateway in front of the server, which may still get the request;
+    # 503 (and an ErrorCode) is the server's own answer: the call is over.
+    gid = server.create_group()
+    server.faults.script(GET_ATTR, [Fault.http(502), Fault.http(504), Fault.http(503)])
+    limiter = RecordingLimiter()
+    async with make_client(server, limiter=limiter) as tim:
+        await tim.group_attr.get_group_attr(gid)
+        assert tim.stats.attempts == 4
+    assert [s.unanswered_calls for s in limiter.slots] == [1, 1, 0, 0]

@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 import TLSSigAPIv2
 
-from tim_async.errors import TimConfigError
+from tim_async.errors import TimConfigError, TimError
 from tim_async.usersig import (
     InvalidUserSig,
     StaticUserSig,
@@ -71,8 +71,9 @@ def test_userbuf_is_signed() -> None:
 
 @pytest.mark.parametrize("bad", ["", "not base64!", "eJwLSS0uAQAEFAIO"])
 def test_decode_rejects_garbage(bad: str) -> None:
-    with pytest.raises(InvalidUserSig):
+    with pytest.raises(InvalidUserSig) as info:
         decode_usersig(bad)
+    assert isinstance(info.value, TimError) and isinstance(info.value, ValueError)
 
 
 def test_signer_caches_and_renews_before_expiry() -> None:

@@ -204,7 +204,8 @@ class TimPagingError(TimError):
 
 class TimTransportError(TimError):
     """No usable answer: connection failure, timeout, bad HTTP status or a body that is not
-    the JSON envelope. ``attempts`` is how many requests the call made (retries included)."""
+    the JSON envelope. ``attempts`` is how many attempts the call made, retries included (an
+    attempt that never got a connection counts too, unlike ``CallStats.attempts``)."""
 
     def __init__(
         self,

@@ -7,6 +7,8 @@ import random
 
 import attrs
 
+from .errors import TimConfigError
+
 __all__ = ["Failure", "RetryPolicy"]
 
 
@@ -39,9 +41,9 @@ class RetryPolicy:
 
     def __attrs_post_init__(self) -> None:
         if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+            raise TimConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.backoff_base < 0 or self.backoff_cap < 0:
-            raise ValueError("backoff_base and backoff_cap must be >= 0")
+            raise TimConfigError("backoff_base and backoff_cap must be >= 0")
 
     def should_retry(self, failure: Failure, *, idempotent: bool, retries_done: int) -> bool:
         if retries_done >= self.max_retries:

@@ -30,6 +30,7 @@ from .errors import (
     USERSIG_EXPIRED,
     TimAPIError,
     TimClosedError,
+    TimConfigError,
     TimEventLoopError,
     TimOutcomeUnknownError,
     TimTimeoutError,
@@ -108,7 +109,7 @@ class Session:
     ) -> None:
         urls = [u.rstrip("/") for u in base_urls]
         if not urls:
-            raise ValueError("at least one base URL is needed")
+            raise TimConfigError("at least one base URL is needed")
         self._base_urls = urls
         self._hosts = [URL(u).host or u for u in urls]
         self._base_index = 0

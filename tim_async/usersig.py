@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from .errors import TimConfigError
+from .errors import TimConfigError, TimError
 
 __all__ = [
     "InvalidUserSig",
@@ -35,8 +35,9 @@ _TO_URL = str.maketrans({"+": "*", "/": "-", "=": "_"})
 _FROM_URL = str.maketrans({"*": "+", "-": "/", "_": "="})
 
 
-class InvalidUserSig(ValueError):
-    """A UserSig that cannot be decoded (not base64, not zlib, not the JSON object)."""
+class InvalidUserSig(TimError, ValueError):
+    """A UserSig that cannot be decoded (not base64, not zlib, not the JSON object); a
+    ``ValueError`` too."""
 
 
 def sign_content(
