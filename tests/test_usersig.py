@@ -8,6 +8,7 @@ from unittest import mock
 import pytest
 import TLSSigAPIv2
 
+from tim_async import TimClient
 from tim_async.errors import TimConfigError, TimError
 from tim_async.usersig import (
     InvalidUserSig,
@@ -129,3 +130,9 @@ def test_default_time_is_now() -> None:
     before = int(time.time())
     fields = decode_usersig(generate_usersig(1, "a", "k", 60))
     assert before <= fields["TLS.time"] <= int(time.time())
+
+
+@pytest.mark.parametrize("ttl", ["86400", None, True, 9, float("nan")])
+def test_bad_usersig_ttl_is_a_config_error(ttl: object) -> None:
+    with pytest.raises(TimConfigError, match="usersig_ttl"):
+        TimClient(1400000000, secret_key="k" * 64, usersig_ttl=ttl)  # type: ignore[arg-type]

@@ -176,8 +176,8 @@ class UserSigSigner(UserSigProvider):
                 "secret_key cannot be encoded as UTF-8 (it holds a lone surrogate, e.g. from "
                 "undecodable bytes in an environment variable): check the key"
             ) from None
-        if ttl < 10:
-            raise TimConfigError(f"usersig_ttl must be at least 10 seconds, got {ttl}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 10:
+            raise TimConfigError(f"usersig_ttl must be a number of seconds >= 10, got {ttl!r}")
         self._sdkappid = sdkappid
         self._identifier = identifier
         self._secret = secret_key
