@@ -623,6 +623,7 @@ async def test_configuration_protocol_and_close(redis_url: str) -> None:
             RedisLimiter(client, **bad)
     limiter = RedisLimiter(client, sdkappid=1)
     assert isinstance(limiter, RateLimiter)
+    assert (limiter.burst, limiter.unanswered_hold) == (4, 10.0)  # the in-process defaults
     with pytest.raises(TimConfigError):
         limiter.bind(-1)
     await limiter.aclose()

@@ -135,7 +135,12 @@ from tim_async.errors import (
     TimLimiterError,
     TimMissingExtraError,
 )
-from tim_async.limiter import LimiterClosedError
+from tim_async.limiter import (
+    DEFAULT_UNANSWERED_HOLD,
+    LimiterClosedError,
+    _check_burst,
+    _check_unanswered_hold,
+)
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -160,9 +165,6 @@ except ImportError as _exc:  # pragma: no cover - tested in a subprocess that hi
 
 logger = logging.getLogger(__name__)
 
-#: How long a call that ended without an answer after sending keeps its slot beyond an answered
-#: one, in seconds: the default of :class:`~tim_async.limiter.SlidingWindowLimiter` too.
-DEFAULT_UNANSWERED_HOLD = 10.0
 #: How long a crashed process's call in flight keeps its slot (plus a period): at least
 #: ``1.5 * DEFAULT_UNANSWERED_HOLD``, so that its request, still on its way, is covered.
 DEFAULT_LEASE = 15.0
@@ -364,20 +366,8 @@ class RedisLimiter:
             raise TimConfigError(f"lease must be positive, got {lease!r}")
         if not jitter >= 0:
             raise TimConfigError(f"jitter must not be negative, got {jitter!r}")
-        if (
-            isinstance(unanswered_hold, bool)
-            or not isinstance(unanswered_hold, int | float)
-            or not 0 <= unanswered_hold < float("inf")
-        ):
-            raise TimConfigError(
-                f"unanswered_hold must be finite and >= 0 seconds, got {unanswered_hold!r}"
-            )
-        if burst is None:
-            # At least 2, so a timer that fires late does not push the schedule back; small, so
-            # the stream stays smooth (the in-process limiter's default).
-            burst = min(rate, max(2, rate // 50))
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= rate:
-            raise TimConfigError(f"burst must be an integer from 1 to rate ({rate}), got {burst!r}")
+        unanswered_hold = _check_unanswered_hold(unanswered_hold)
+        burst = _check_burst(burst, rate)  # the in-process limiter's default and check
         if not namespace or ":" in namespace:
             raise TimConfigError(f"namespace must be non-empty without ':', got {namespace!r}")
         self.rate = rate
