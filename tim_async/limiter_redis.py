@@ -239,9 +239,11 @@ return {1, start - now}
 """
 )
 
-# ARGV: member, period_us, hold_us. Records the finish (plus hold_us for an unanswered call).
-# Returns 1 if the member had lapsed (re-added).
-_RELEASE = (
+# ARGV: member, period_us, extra_us. Sets the member's score to TIME + extra_us: the finish of
+# a call leaving its slot (extra_us 0, or unanswered_hold for an unanswered call), or the
+# renewed lease of a call in flight (extra_us = lease). Returns 1 if the member had lapsed
+# (re-added).
+_SET_SCORE = (
     _PRELUDE
     + """
 local added = redis.call('ZADD', key, now + tonumber(ARGV[3]), member)
@@ -266,16 +268,6 @@ return removed
 """
 )
 
-# ARGV: member, period_us, lease_us. Extends a call in flight. Returns 1 if it had lapsed.
-_RENEW = (
-    _PRELUDE
-    + """
-local added = redis.call('ZADD', key, now + tonumber(ARGV[3]), member)
-expire()
-return added
-"""
-)
-
 
 class _Shared:
     """What every view of one limiter shares: the client, its scripts, the member ids."""
@@ -297,8 +289,7 @@ class _Shared:
     def __init__(self, client: Redis) -> None:
         self.client = client
         self.admit = client.register_script(_ADMIT)
-        self.release = client.register_script(_RELEASE)
-        self.renew = client.register_script(_RENEW)
+        self.release = self.renew = client.register_script(_SET_SCORE)
         self.give_back = client.register_script(_GIVE_BACK)
         self.closing = False  # the limiter that owns the client is closing: no new admissions
         self.closed = False  # the client was closed by the limiter that owns it
