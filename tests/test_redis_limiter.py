@@ -627,7 +627,7 @@ async def test_configuration_protocol_and_close(redis_url: str) -> None:
     with pytest.raises(TimConfigError):
         limiter.bind(-1)
     await limiter.aclose()
-    with pytest.raises(TimClosedError):
+    with pytest.raises(LimiterClosedError):  # as the in-process limiter's later calls
         limiter.acquire("cmd")
     assert await client.ping()  # a client passed in is not closed by the limiter
     await client.aclose()

@@ -130,7 +130,6 @@ from types import TracebackType
 from typing import Any, Self
 
 from tim_async.errors import (
-    TimClosedError,
     TimConfigError,
     TimLimiterError,
     TimMissingExtraError,
@@ -453,8 +452,7 @@ class RedisLimiter:
         return f"{self.namespace}:{self.sdkappid}:{command}"
 
     def acquire(self, command: str) -> AbstractAsyncContextManager[_Slot]:
-        if self._stopped():
-            raise TimClosedError("the rate limiter is closed")
+        self._check_open()
         state = self._commands.get(command)
         if state is None:
             state = self._commands[command] = _Command(self.key(command))
