@@ -137,8 +137,8 @@ from tim_async.errors import (
 from tim_async.limiter import (
     DEFAULT_UNANSWERED_HOLD,
     LimiterClosedError,
+    SlidingWindow,
     _check_burst,
-    _check_unanswered_hold,
 )
 
 __all__ = [
@@ -348,15 +348,13 @@ class RedisLimiter:
         burst: int | None = None,
         unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
     ) -> None:
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
-            raise TimConfigError(f"rate must be an integer of at least 1, got {rate!r}")
-        if not period > 0:
-            raise TimConfigError(f"period must be positive, got {period!r}")
-        if not lease > 0:
-            raise TimConfigError(f"lease must be positive, got {lease!r}")
-        if not jitter >= 0:
-            raise TimConfigError(f"jitter must not be negative, got {jitter!r}")
-        unanswered_hold = _check_unanswered_hold(unanswered_hold)
+        # rate, period and unanswered_hold: the in-process limiter's checks (finite too).
+        SlidingWindow(rate, period, unanswered_hold=unanswered_hold)
+        if not 0 < lease < float("inf"):
+            raise TimConfigError(f"lease must be positive and finite, got {lease!r}")
+        if not 0 <= jitter < float("inf"):
+            raise TimConfigError(f"jitter must be finite and not negative, got {jitter!r}")
+        unanswered_hold = float(unanswered_hold)
         burst = _check_burst(burst, rate)  # the in-process limiter's default and check
         if not namespace or ":" in namespace:
             raise TimConfigError(f"namespace must be non-empty without ':', got {namespace!r}")
