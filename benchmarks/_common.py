@@ -178,12 +178,14 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
 
 
 class TimedLimiter:
-    """The SDK's limiter, recording how long each admitted call held its slot before it
-    finished (send to answer read, i.e. the round trip the window pays for on top of 1 s)."""
+    """The SDK's limiter (``SlidingWindowLimiter(rate)``, or the one given), recording how long
+    each admitted call held its slot before it finished (send to answer read, i.e. the round
+    trip the window pays for on top of 1 s) and how many the session marked unanswered."""
 
-    def __init__(self, rate: int) -> None:
-        self.inner = SlidingWindowLimiter(rate)
+    def __init__(self, limiter: int | SlidingWindowLimiter) -> None:
+        self.inner = SlidingWindowLimiter(limiter) if isinstance(limiter, int) else limiter
         self.held: list[float] = []
+        self.unanswered = 0  # calls whose slot the session marked unanswered
 
     def mean_ms(self) -> float:
         return 1e3 * sum(self.held) / len(self.held) if self.held else float("nan")
@@ -199,6 +201,7 @@ class TimedLimiter:
                 yield slot  # the session marks unanswered calls on the real slot
             finally:
                 self.held.append(time.monotonic() - start)
+                self.unanswered += not getattr(slot, "answered", True)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -42,7 +42,7 @@ import multiprocessing
 import multiprocessing.process
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -58,7 +58,6 @@ from tim_async.limiter import (
     DEFAULT_UNANSWERED_HOLD,
     SlidingWindow,
     SlidingWindowLimiter,
-    Slot,
     _CommandLimiter,
 )
 from tim_async.testing import TEST_ADMIN, TEST_SDKAPPID, TEST_SECRET_KEY, FakeTimServer, Fault
@@ -122,36 +121,6 @@ class BucketFirstLimiter(SlidingWindowLimiter):
 
     def _new_command(self, window: SlidingWindow, bucket: object) -> _CommandLimiter:  # type: ignore[override]
         return _BucketFirstCommand(window, bucket)  # type: ignore[arg-type]
-
-
-class Timed:
-    """A limiter recording how long each admitted call held its slot before it finished (send
-    to answer read: the round trip the window pays for on top of 1 s); passes the slot on, so
-    the session can mark a call unanswered."""
-
-    def __init__(self, inner: SlidingWindowLimiter) -> None:
-        self.inner = inner
-        self.held: list[float] = []
-        self.unanswered = 0  # calls whose slot the session marked unanswered
-
-    def mean_ms(self) -> float:
-        return 1e3 * sum(self.held) / len(self.held) if self.held else float("nan")
-
-    def acquire(self, command: str) -> AbstractAsyncContextManager[Slot]:
-        return self._slot(command)
-
-    @contextlib.asynccontextmanager
-    async def _slot(self, command: str) -> AsyncIterator[Slot]:
-        async with self.inner.acquire(command) as slot:
-            start = time.monotonic()
-            try:
-                yield slot
-            finally:
-                self.held.append(time.monotonic() - start)
-                self.unanswered += not getattr(slot, "answered", True)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +218,7 @@ async def _serve_async(conn: Connection) -> None:
             server.clear_log()
 
 
-def _client(base_url: str, limiter: Timed | None) -> TimClient:
+def _client(base_url: str, limiter: _common.TimedLimiter | None) -> TimClient:
     """A client with the SDK's limiter (timed) when ``limiter`` is given, else no limit."""
     return TimClient(
         TEST_SDKAPPID,
@@ -315,7 +284,7 @@ async def _one_command(
     target: Target,
     outer: AbstractAsyncContextManager[object] | None,
     calls: int,
-    limiter: Timed | None,
+    limiter: _common.TimedLimiter | None,
 ) -> tuple[float, int]:
     """``calls`` pulls of one small message, through the SDK's limiter (``limiter``) or with
     the SDK's limit off and each call inside ``async with outer``."""
@@ -337,7 +306,7 @@ async def _sdk_run(
     """``calls`` pulls through the SDK with ``inner`` as its limiter: (arrivals, wall, errors,
     mean round trip ms)."""
     assert recorder.target is not None
-    limiter = Timed(inner)
+    limiter = _common.TimedLimiter(inner)
     wall, errors = await _one_command(recorder.base_url, recorder.target, None, calls, limiter)
     times = (await recorder.arrivals())[API_GROUP_GET]
     return times, wall, errors, limiter.mean_ms()
@@ -439,7 +408,7 @@ async def commands(recorder: Recorder, calls: int, rate: int) -> tuple[list[list
     target = recorder.target
     assert target is not None
     await recorder.arrivals()  # start from an empty log
-    limiter = Timed(SlidingWindowLimiter(rate))
+    limiter = _common.TimedLimiter(rate)
     async with _client(recorder.base_url, limiter) as tim:
         ext, attr = tim.msg_ext, tim.group_attr
         per_command: list[Callable[[], Awaitable[object]]] = [
@@ -512,7 +481,7 @@ async def _timeout_run(
         if share:
             server.faults.random({Fault.slow(call_timeout + 2.0): share}, seed=1)
         counts = {"calls": 0, "timed out": 0}
-        limiter = Timed(SlidingWindowLimiter(rate, unanswered_hold=hold))
+        limiter = _common.TimedLimiter(SlidingWindowLimiter(rate, unanswered_hold=hold))
         async with TimClient(
             TEST_SDKAPPID,
             TEST_ADMIN,

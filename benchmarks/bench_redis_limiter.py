@@ -231,6 +231,7 @@ def main() -> None:
         sys.exit("--limiters takes redis and/or local")
     use_emulator = not args.fake_rtt and importlib.util.find_spec("tim_async.testing.__main__")
     what = "emulator round trips" if use_emulator else "fake 5 ms round trips"
+    _common.print_machine()
     print(
         f"{args.processes} processes x {args.tasks} tasks (local: 1 process x "
         f"{args.processes * args.tasks} tasks), one command, budget {args.rate}/s, "

@@ -52,6 +52,26 @@ def test_bench_rate_smoke() -> None:
     assert all(int(row[3]) <= 200 for row in sdk)
 
 
+def test_bench_redis_limiter_smoke() -> None:
+    """Two worker processes share a RedisLimiter budget of 10/s against the emulator."""
+    out = run(
+        "bench_redis_limiter.py",
+        *("--seconds", "1.5", "--processes", "2", "--tasks", "2", "--rate", "10"),
+        *("--limiters", "redis"),
+    )
+    assert "\nRedisLimiter, 2 process(es)\n" in out, out
+    rows = {
+        name.strip(): value.strip()
+        for name, _, value in (line.rpartition("  ") for line in out.splitlines())
+        if name.startswith("  ")
+    }
+    busiest, limit = rows["busiest sliding second (admissions)"].split(" ", 1)
+    assert 1 <= int(busiest) <= 10 and limit == "(<= 10)", out
+    assert int(rows["max arrivals possible in any sliding second"]) <= 10, out
+    assert rows["60007 answers from the emulator"] == "0", out
+    assert all(int(n) > 0 for n in rows["per process"].split(" / ")), out  # both shared it
+
+
 def test_bench_overhead_smoke() -> None:
     out = run("bench_overhead.py", "--rounds", "1", "--calls", "16", "--sizes", "3,20")
     rows = table_rows(out)

@@ -154,6 +154,27 @@ def test_unanswered_hold_is_validated() -> None:
     assert SlidingWindowLimiter(200).unanswered_hold == DEFAULT_UNANSWERED_HOLD
 
 
+def test_rate_period_and_burst_are_validated_and_burst_defaults_to_rate_over_50() -> None:
+    bad_options: list[dict[str, Any]] = [
+        {"rate": 0},
+        {"rate": 2.5},
+        {"rate": True},
+        {"period": 0},
+        {"period": float("inf")},
+        {"burst": 0},
+        {"burst": 201},
+        {"burst": 2.0},
+        {"burst": True},
+    ]
+    for bad in bad_options:
+        (name,) = bad
+        with pytest.raises(TimConfigError, match=name):
+            SlidingWindowLimiter(**{"rate": 200, **bad})
+    # rate // 50, at least 2, at most rate.
+    assert [SlidingWindowLimiter(rate).burst for rate in (1, 2, 50, 200, 1000)] == [1, 2, 2, 4, 20]
+    assert SlidingWindowLimiter(200, burst=200).burst == 200
+
+
 async def test_the_session_marks_a_timed_out_call_unanswered() -> None:
     """Through the limiter's slot: a call whose request was sent and timed out is recorded in
     the unanswered records (its slot held ``unanswered_hold`` longer); an answered one not."""

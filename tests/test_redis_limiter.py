@@ -611,7 +611,11 @@ async def test_configuration_protocol_and_close(redis_url: str) -> None:
         {"rate": 0},
         {"rate": 2.5},
         {"period": 0},
+        {"period": float("inf")},
         {"lease": -1},
+        {"lease": float("inf")},
+        {"jitter": -0.1},
+        {"jitter": float("inf")},
         {"namespace": "a:b"},
         {"burst": 0},
         {"rate": 5, "burst": 6},
@@ -623,10 +627,11 @@ async def test_configuration_protocol_and_close(redis_url: str) -> None:
             RedisLimiter(client, **bad)
     limiter = RedisLimiter(client, sdkappid=1)
     assert isinstance(limiter, RateLimiter)
+    assert (limiter.burst, limiter.unanswered_hold) == (4, 10.0)  # the in-process defaults
     with pytest.raises(TimConfigError):
         limiter.bind(-1)
     await limiter.aclose()
-    with pytest.raises(TimClosedError):
+    with pytest.raises(LimiterClosedError):  # as the in-process limiter's later calls
         limiter.acquire("cmd")
     assert await client.ping()  # a client passed in is not closed by the limiter
     await client.aclose()

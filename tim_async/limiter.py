@@ -120,6 +120,17 @@ def _check_unanswered_hold(value: float) -> float:
     return float(value)
 
 
+def _check_burst(burst: int | None, rate: int) -> int:
+    """``burst``, or its default for ``rate``, checked (the Redis limiter shares it)."""
+    if burst is None:
+        # At least 2, so a timer that fires late does not push the schedule back (the drift
+        # that costs ``AsyncLimiter(1, 1 / rate)`` ~3 %); small, so the stream stays smooth.
+        return min(rate, max(2, rate // 50))
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= rate:
+        raise TimConfigError(f"burst must be an int between 1 and rate ({rate}), got {burst!r}")
+    return burst
+
+
 class SlidingWindow:
     """The window of one command's budget, free of any clock or event loop.
 
@@ -372,15 +383,9 @@ class SlidingWindowLimiter:
         unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
     ) -> None:
         SlidingWindow(rate, period, unanswered_hold=unanswered_hold)  # validate
-        if burst is None:
-            # At least 2, so a timer that fires late does not push the schedule back (the drift
-            # that costs ``AsyncLimiter(1, 1 / rate)`` ~3 %); small, so the stream stays smooth.
-            burst = min(rate, max(2, rate // 50))
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= rate:
-            raise TimConfigError(f"burst must be an int between 1 and rate ({rate}), got {burst!r}")
         self.rate = rate
         self.period = period
-        self.burst = burst
+        self.burst = _check_burst(burst, rate)
         self.unanswered_hold = float(unanswered_hold)
         self._commands: dict[str, _CommandLimiter] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

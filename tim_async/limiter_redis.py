@@ -130,12 +130,16 @@ from types import TracebackType
 from typing import Any, Self
 
 from tim_async.errors import (
-    TimClosedError,
     TimConfigError,
     TimLimiterError,
     TimMissingExtraError,
 )
-from tim_async.limiter import LimiterClosedError
+from tim_async.limiter import (
+    DEFAULT_UNANSWERED_HOLD,
+    LimiterClosedError,
+    SlidingWindow,
+    _check_burst,
+)
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -160,9 +164,6 @@ except ImportError as _exc:  # pragma: no cover - tested in a subprocess that hi
 
 logger = logging.getLogger(__name__)
 
-#: How long a call that ended without an answer after sending keeps its slot beyond an answered
-#: one, in seconds: the default of :class:`~tim_async.limiter.SlidingWindowLimiter` too.
-DEFAULT_UNANSWERED_HOLD = 10.0
 #: How long a crashed process's call in flight keeps its slot (plus a period): at least
 #: ``1.5 * DEFAULT_UNANSWERED_HOLD``, so that its request, still on its way, is covered.
 DEFAULT_LEASE = 15.0
@@ -237,9 +238,11 @@ return {1, start - now}
 """
 )
 
-# ARGV: member, period_us, hold_us. Records the finish (plus hold_us for an unanswered call).
-# Returns 1 if the member had lapsed (re-added).
-_RELEASE = (
+# ARGV: member, period_us, extra_us. Sets the member's score to TIME + extra_us: the finish of
+# a call leaving its slot (extra_us 0, or unanswered_hold for an unanswered call), or the
+# renewed lease of a call in flight (extra_us = lease). Returns 1 if the member had lapsed
+# (re-added).
+_SET_SCORE = (
     _PRELUDE
     + """
 local added = redis.call('ZADD', key, now + tonumber(ARGV[3]), member)
@@ -264,16 +267,6 @@ return removed
 """
 )
 
-# ARGV: member, period_us, lease_us. Extends a call in flight. Returns 1 if it had lapsed.
-_RENEW = (
-    _PRELUDE
-    + """
-local added = redis.call('ZADD', key, now + tonumber(ARGV[3]), member)
-expire()
-return added
-"""
-)
-
 
 class _Shared:
     """What every view of one limiter shares: the client, its scripts, the member ids."""
@@ -295,8 +288,7 @@ class _Shared:
     def __init__(self, client: Redis) -> None:
         self.client = client
         self.admit = client.register_script(_ADMIT)
-        self.release = client.register_script(_RELEASE)
-        self.renew = client.register_script(_RENEW)
+        self.release = self.renew = client.register_script(_SET_SCORE)
         self.give_back = client.register_script(_GIVE_BACK)
         self.closing = False  # the limiter that owns the client is closing: no new admissions
         self.closed = False  # the client was closed by the limiter that owns it
@@ -356,28 +348,14 @@ class RedisLimiter:
         burst: int | None = None,
         unanswered_hold: float = DEFAULT_UNANSWERED_HOLD,
     ) -> None:
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
-            raise TimConfigError(f"rate must be an integer of at least 1, got {rate!r}")
-        if not period > 0:
-            raise TimConfigError(f"period must be positive, got {period!r}")
-        if not lease > 0:
-            raise TimConfigError(f"lease must be positive, got {lease!r}")
-        if not jitter >= 0:
-            raise TimConfigError(f"jitter must not be negative, got {jitter!r}")
-        if (
-            isinstance(unanswered_hold, bool)
-            or not isinstance(unanswered_hold, int | float)
-            or not 0 <= unanswered_hold < float("inf")
-        ):
-            raise TimConfigError(
-                f"unanswered_hold must be finite and >= 0 seconds, got {unanswered_hold!r}"
-            )
-        if burst is None:
-            # At least 2, so a timer that fires late does not push the schedule back; small, so
-            # the stream stays smooth (the in-process limiter's default).
-            burst = min(rate, max(2, rate // 50))
-        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= rate:
-            raise TimConfigError(f"burst must be an integer from 1 to rate ({rate}), got {burst!r}")
+        # rate, period and unanswered_hold: the in-process limiter's checks (finite too).
+        SlidingWindow(rate, period, unanswered_hold=unanswered_hold)
+        if not 0 < lease < float("inf"):
+            raise TimConfigError(f"lease must be positive and finite, got {lease!r}")
+        if not 0 <= jitter < float("inf"):
+            raise TimConfigError(f"jitter must be finite and not negative, got {jitter!r}")
+        unanswered_hold = float(unanswered_hold)
+        burst = _check_burst(burst, rate)  # the in-process limiter's default and check
         if not namespace or ":" in namespace:
             raise TimConfigError(f"namespace must be non-empty without ':', got {namespace!r}")
         self.rate = rate
@@ -472,8 +450,7 @@ class RedisLimiter:
         return f"{self.namespace}:{self.sdkappid}:{command}"
 
     def acquire(self, command: str) -> AbstractAsyncContextManager[_Slot]:
-        if self._stopped():
-            raise TimClosedError("the rate limiter is closed")
+        self._check_open()
         state = self._commands.get(command)
         if state is None:
             state = self._commands[command] = _Command(self.key(command))
