@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from tim_async import TimClient
 from tim_async.errors import TimError
 from tim_async.testing import FakeTimServer, WebhookFault
-from tim_async.webhooks import ExtensionMirror, MirrorOutcome, WebhookEvent, WebhookReceiver
+from tim_async.webhooks import (
+    ExtensionMirror,
+    MirrorOutcome,
+    WebhookEvent,
+    WebhookReceiver,
+    parse_webhook,
+)
 
 TOKEN = "Mirror-Test-Token-123"
 KEYS = ["a", "b", "c", "d"]
@@ -202,6 +208,20 @@ async def test_first_event_pulls_and_other_targets_are_ignored() -> None:
         await h.server.webhooks.drain()
         assert sorted(h.outcomes) == sorted([MirrorOutcome.OTHER, MirrorOutcome.REPULLED])
         assert h.mirror.as_dict() == {"a": "v1"}
+
+
+async def test_concurrent_events_pull_once() -> None:
+    # Handler tasks run concurrently: the second event waits for the first one's pull (the
+    # mirror's lock) and is then stale, instead of pulling a second time.
+    async with running(c2c=False) as h:
+        h.server.webhooks.faults.script([WebhookFault.DROP, WebhookFault.DROP])
+        for seq in (1, 2):
+            await write(h.tim, h.mirror.target, "set", [KEYS[seq]], seq)
+        await h.server.webhooks.drain()
+        events = [parse_webhook(d.command, d.body) for d in h.server.webhook_deliveries]
+        outcomes = await asyncio.gather(*(h.mirror.apply(event) for event in events))
+        assert outcomes == [MirrorOutcome.REPULLED, MirrorOutcome.STALE]
+        assert h.mirror.pulls == 1 and h.mirror.seq == 2
 
 
 def test_target_must_name_a_message() -> None:
