@@ -30,13 +30,13 @@ SET_ATTR = "group_open_http_svc/set_group_attr"
 DELETE_ATTR = "group_open_http_svc/delete_group_attr"
 CLEAR_ATTR = "group_open_http_svc/clear_group_attr"
 MAX_RETRIES = 3
-TIMEOUT = 2.0
+TIMEOUT = 1.0
 
 #: Faults after which the request may have been applied: a non-idempotent call stops there.
 MAYBE_APPLIED = {
     Fault.DROP_AFTER_APPLY,
     Fault.DROP_BEFORE_APPLY,  # the client cannot tell it from a drop after applying
-    Fault.slow(3.0),
+    Fault.slow(1.5),
     Fault.http(502),
     Fault.TRUNCATED_JSON,
     Fault.NON_JSON,
@@ -46,7 +46,7 @@ REJECTED = {Fault.http(503), Fault.code(10002), Fault.code(60007)}
 
 MIXED = {
     Fault.DROP_AFTER_APPLY: 0.10,
-    Fault.slow(3.0): 0.04,
+    Fault.slow(1.5): 0.04,
     Fault.DROP_BEFORE_APPLY: 0.03,
     Fault.http(502): 0.03,
     Fault.TRUNCATED_JSON: 0.03,
@@ -152,7 +152,7 @@ async def test_relative_counter_updates_are_never_resent(
 
 
 @pytest.mark.parametrize(
-    "fault", [Fault.DROP_AFTER_APPLY, Fault.slow(3.0)], ids=["drop_after_apply", "slow"]
+    "fault", [Fault.DROP_AFTER_APPLY, Fault.slow(1.5)], ids=["drop_after_apply", "slow"]
 )
 async def test_one_increment_under_a_maybe_applied_fault_is_outcome_unknown(
     server: FakeTimServer, fault: Fault
@@ -201,7 +201,7 @@ async def test_set_mode_counter_update_past_the_timeout_is_a_timeout_not_unknown
     """A slow answer eats the whole timeout: no time is left to resend; since resending a Set is
     safe, the error is a plain timeout (the caller may call again)."""
     gid = server.create_group()
-    server.faults.script(UPDATE, [Fault.slow(3.0)])
+    server.faults.script(UPDATE, [Fault.slow(1.5)])
     async with make_client(server) as tim:
         with pytest.raises(errors.TimTimeoutError) as caught:
             await tim.group_counter.update_group_counter(gid, {"n": 7})

@@ -191,7 +191,7 @@ async def test_secrets_never_appear_in_logs_exceptions_or_reprs(
         Fault.DROP_AFTER_APPLY: 0.04,
         Fault.NON_JSON: 0.04,
         Fault.TRUNCATED_JSON: 0.04,
-        Fault.slow(1.5): 0.02,
+        Fault.slow(0.8): 0.02,
     }
     async with FakeTimServer(rate_limit=None, seed=1, group_attr_write_limit=None) as server:
         gid = server.create_group(GID)
@@ -204,7 +204,7 @@ async def test_secrets_never_appear_in_logs_exceptions_or_reprs(
                 server.admin,
                 secret_key=TEST_SECRET_KEY,
                 base_url=server.base_url,
-                timeout=1.0,
+                timeout=0.5,
                 retry=policy,
                 usersig_ttl=60,
             ),
@@ -214,7 +214,7 @@ async def test_secrets_never_appear_in_logs_exceptions_or_reprs(
                 usersig=server.usersig(),
                 base_url=server.base_url,
                 rate_limit=None,
-                timeout=1.0,
+                timeout=0.5,
                 retry=policy,
             ),
             TimClient(  # signed with a wrong key: 70009 from the emulator
