@@ -321,8 +321,11 @@ class _PageCaller:
         return contextlib.nullcontext()
 
     async def call(
-        self, api: str, body: dict[str, Any], *, idempotent: bool = True
-    ) -> dict[str, Any]:
+        self, api: str, body: dict[str, Any], *, idempotent: bool = True, decode: Any = None
+    ) -> Any:
+        # As the session does: the decode hook first, the JSON when it declines.
+        if decode is not None and (decoded := decode(self.raw)) is not None:
+            return decoded
         answer: dict[str, Any] = orjson.loads(self.raw)
         return answer
 

@@ -19,7 +19,7 @@ class FakeCaller:
         return contextlib.nullcontext()
 
     async def call(
-        self, api: str, body: dict[str, Any], *, idempotent: bool = True
+        self, api: str, body: dict[str, Any], *, idempotent: bool = True, decode: Any = None
     ) -> dict[str, Any]:
         self.calls.append((api, copy.deepcopy(body), idempotent))
         if self.raises is not None:

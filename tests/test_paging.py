@@ -39,7 +39,7 @@ class FakeCaller:
         return contextlib.nullcontext()
 
     async def call(
-        self, api: str, body: dict[str, Any], *, idempotent: bool = True
+        self, api: str, body: dict[str, Any], *, idempotent: bool = True, decode: Any = None
     ) -> dict[str, Any]:
         if len(self.calls) >= self.max_calls:
             raise AssertionError(f"more than {self.max_calls} calls: the walk does not stop")

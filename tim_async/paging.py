@@ -17,9 +17,11 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import attrs
+import msgspec
+from msgspec import structs as msgspec_structs
 
 from tim_async import _wire
 from tim_async.errors import TimPagingError, TimTransportError
@@ -39,7 +41,14 @@ from tim_async.models import (
 if TYPE_CHECKING:
     from tim_async.caller import Caller
 
-__all__ = ["KeyValuesAnswer", "collect_extension_list", "decode_key_values", "walk_key_values"]
+__all__ = [
+    "KeyValuesAnswer",
+    "collect_extension_list",
+    "decode_key_values",
+    "decode_pull",
+    "pull_key_values",
+    "walk_key_values",
+]
 
 
 @attrs.frozen
@@ -138,8 +147,123 @@ def _decode_fast(answer: Any) -> Decoded | None:
 _ABSENT: Any = object()
 
 
+# --------------------------------------------------------------------------- decoding the bytes
+
+#: JSON integers that ``orjson`` (the session's decoder) gives as ``int``, within what msgspec
+#: can bound: anything outside is left to the JSON path, which decides as before.
+_WireInt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_WirePair = msgspec.defstruct(
+    "_WirePair",
+    [("key", str), ("value", str), ("seq", _WireInt)],
+    rename=dict(zip(("key", "value", "seq"), (_KEY, _VALUE, _SEQ), strict=True)),
+    gc=False,
+)
+_WireAnswer = msgspec.defstruct(
+    "_WireAnswer",
+    [
+        ("action_status", Any),  # the session's envelope check: present, any value
+        ("error_code", _WireInt),
+        ("complete_flag", _WireInt),
+        ("latest_seq", _WireInt),
+        ("clear_seq", _WireInt),
+        ("extension_list", tuple[_WirePair, ...], ()),  # type: ignore[valid-type]
+    ],
+    rename={
+        "action_status": "ActionStatus",
+        "error_code": "ErrorCode",
+        "complete_flag": _COMPLETE,
+        "latest_seq": _LATEST,
+        "clear_seq": _CLEAR,
+        "extension_list": _LIST,
+    },
+    gc=False,
+)
+_pull_decoder = msgspec.json.Decoder(_WireAnswer)
+_astuple = msgspec_structs.astuple
+
+
+def decode_pull(raw: bytes) -> Decoded | None:
+    """The answer's bytes decoded and checked in one pass (msgspec, in C), for the session's
+    ``decode`` hook: the :data:`Decoded` of a successful, well-formed pull answer (the envelope
+    the session checks, ``ErrorCode`` 0, every field and pair of the right type,
+    ``CompleteFlag`` 0 or 1), exactly what :func:`decode_rows` gives for the same answer. None
+    for anything else (an error code, a malformed answer, JSON that orjson would read
+    differently): the session then takes its usual path, which raises the error or hands the
+    decoded JSON to :func:`decode_rows` to describe."""
+    try:
+        answer: Any = _pull_decoder.decode(raw)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    complete = answer.complete_flag
+    if answer.error_code != 0 or (complete != 1 and complete != 0):
+        return None
+    pairs = answer.extension_list
+    if not pairs:
+        return complete == 1, answer.latest_seq, answer.clear_seq, _EMPTY_ROWS
+    # One (key, value, seq) tuple per pair, transposed in C: faster than a pass per field.
+    keys, values, seqs = zip(*map(_astuple, pairs), strict=True)
+    return complete == 1, answer.latest_seq, answer.clear_seq, (keys, values, seqs)
+
+
 def _is_sorted(seqs: tuple[int, ...]) -> bool:
     return list(seqs) == sorted(seqs)
+
+
+class _Walk:
+    """The state of one walk between its pages: the next ``StartSeq``, the highest ``Seq`` seen
+    per key and the highest ``ClearSeq`` so far."""
+
+    __slots__ = ("api", "clear_seq", "cursor", "seen")
+
+    def __init__(self, api: str, start_seq: int) -> None:
+        self.api = api
+        self.cursor = start_seq
+        self.seen: dict[str, int] | None = None  # key -> highest seq; None before the first pair
+        self.clear_seq = 0
+
+    def step(self, answer: Any) -> Decoded:
+        """Take one answer (as :func:`decode_pull` gave it, or the decoded JSON, which is then
+        checked with :func:`decode_rows`) and return it with only the pairs new to the walk;
+        ``cursor`` moves to the next page's ``StartSeq``. Raises
+        :class:`~tim_async.errors.TimPagingError` when a page with ``CompleteFlag = 0`` brings
+        nothing new."""
+        api = self.api
+        if type(answer) is tuple:
+            complete, latest, page_clear, rows = answer
+        else:
+            complete, latest, page_clear, rows = decode_rows(answer, api=api)
+        if page_clear > self.clear_seq:
+            self.clear_seq = page_clear
+        clear_seq = self.clear_seq
+        cursor = self.cursor
+        seen = self.seen
+        keys, values, seqs = rows
+        size = len(keys)
+        if seen is None and (size == 0 or (len(set(keys)) == size and _is_sorted(seqs))):
+            # The usual first page: unique keys in seq order, all new to the walk. Only the
+            # pairs at or below ClearSeq (a prefix, as the page is sorted) are dropped.
+            progressed = size > 0
+            top = seqs[-1] if size and seqs[-1] > cursor else cursor
+            if size and seqs[0] <= clear_seq:
+                cut = bisect_right(seqs, clear_seq)
+                fresh = keys[cut:], values[cut:], seqs[cut:]
+            else:
+                fresh = rows
+            if not complete and size:
+                self.seen = dict(zip(keys, seqs, strict=True))
+        else:
+            if seen is None:
+                seen = self.seen = {}
+            fresh, progressed, top = _merge_page(seen, rows, clear_seq, cursor)
+        if not complete and not progressed:
+            raise TimPagingError(
+                f"{api}: paging cannot progress at StartSeq={cursor}: a page of {size} "
+                f"pair(s) with CompleteFlag=0 brought no new key and no higher Seq "
+                f"(more pairs share Seq {cursor} than fit on one page, or the server ignores "
+                f"StartSeq); {len(self.seen or ())} distinct key(s) read so far"
+            )
+        self.cursor = top
+        return complete, latest, page_clear, fresh
 
 
 async def walk_key_values(
@@ -161,43 +285,42 @@ async def walk_key_values(
 
     Raises :class:`~tim_async.errors.TimPagingError` when a page with ``CompleteFlag = 0``
     brings nothing new."""
-    cursor = start_seq
-    seen: dict[str, int] | None = None  # key -> highest seq seen; None before the first pair
-    clear_seq = 0
+    walk = _Walk(api, start_seq)
     while True:
-        answer = await caller.call(api, make_body(cursor))
-        complete, latest, page_clear, rows = decode_rows(answer, api=api)
-        if page_clear > clear_seq:
-            clear_seq = page_clear
-        keys, values, seqs = rows
-        size = len(keys)
-        if seen is None and (size == 0 or (len(set(keys)) == size and _is_sorted(seqs))):
-            # The usual first page: unique keys in seq order, all new to the walk. Only the
-            # pairs at or below ClearSeq (a prefix, as the page is sorted) are dropped.
-            progressed = size > 0
-            top = seqs[-1] if size and seqs[-1] > cursor else cursor
-            if size and seqs[0] <= clear_seq:
-                cut = bisect_right(seqs, clear_seq)
-                fresh = keys[cut:], values[cut:], seqs[cut:]
-            else:
-                fresh = rows
-            if not complete and size:
-                seen = dict(zip(keys, seqs, strict=True))
-        else:
-            if seen is None:
-                seen = {}
-            fresh, progressed, top = _merge_page(seen, rows, clear_seq, cursor)
-        if not complete and not progressed:
-            raise TimPagingError(
-                f"{api}: paging cannot progress at StartSeq={cursor}: a page of {size} "
-                f"pair(s) with CompleteFlag=0 brought no new key and no higher Seq "
-                f"(more pairs share Seq {cursor} than fit on one page, or the server ignores "
-                f"StartSeq); {len(seen or ())} distinct key(s) read so far"
-            )
+        answer = await caller.call(api, make_body(walk.cursor), decode=decode_pull)
+        complete, latest, page_clear, fresh = walk.step(answer)
         yield _lazy_page(fresh, complete, latest, page_clear)
         if complete:
             return
-        cursor = top
+
+
+async def pull_key_values(
+    caller: Caller,
+    api: str,
+    make_body: Callable[[int], dict[str, Any]],
+    start_seq: int,
+    on_page: Callable[[], None] | None = None,
+) -> ExtensionList:
+    """The whole walk of :func:`walk_key_values` merged into one :class:`ExtensionList`, as
+    :func:`collect_extension_list` would merge it, in one coroutine (no async generator
+    between the caller and its pages). ``on_page()`` is called after each page is read."""
+    walk = _Walk(api, start_seq)
+    answer = await caller.call(api, make_body(start_seq), decode=decode_pull)
+    complete, latest, clear, fresh = walk.step(answer)
+    if on_page is not None:
+        on_page()
+    if complete:
+        # The usual case: one page, whose pairs are unique, sorted by seq and all above
+        # max(0, its ClearSeq): exactly what from_pages would return, without the merge.
+        return _lazy_list(fresh, max(0, latest), max(0, clear))
+    pages = [_lazy_page(fresh, complete, latest, clear)]
+    while not complete:
+        answer = await caller.call(api, make_body(walk.cursor), decode=decode_pull)
+        complete, latest, clear, fresh = walk.step(answer)
+        if on_page is not None:
+            on_page()
+        pages.append(_lazy_page(fresh, complete, latest, clear))
+    return ExtensionList.from_pages(pages)
 
 
 def _merge_page(

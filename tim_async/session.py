@@ -10,11 +10,11 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 from urllib.parse import quote
 
 import aiohttp
@@ -64,6 +64,7 @@ MAX_ANSWER_BYTES = 32 * 1024 * 1024
 #: be answered in time, and would hold its slot for the limiter's unanswered_hold): the call
 #: fails as a timeout, unsent, and the slot is given back.
 MIN_SEND_TIME = 0.005
+_T = TypeVar("_T")
 
 
 @attrs.define
@@ -202,13 +203,38 @@ class Session:
         Nested blocks keep the outer deadline."""
         return _Operation(self._timeout)
 
+    @overload
     async def call(
         self, api: str, body: Mapping[str, Any], *, idempotent: bool = True
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any]: ...
+
+    @overload
+    async def call(
+        self,
+        api: str,
+        body: Mapping[str, Any],
+        *,
+        idempotent: bool = True,
+        decode: Callable[[bytes], _T | None],
+    ) -> dict[str, Any] | _T: ...
+
+    async def call(
+        self,
+        api: str,
+        body: Mapping[str, Any],
+        *,
+        idempotent: bool = True,
+        decode: Callable[[bytes], Any] | None = None,
+    ) -> Any:
         """POST ``body`` to ``/v4/{api}`` and return the decoded answer (ErrorCode 0).
 
         Retries what :class:`RetryPolicy` allows, renews the UserSig once on 70001, keeps the
-        whole call inside ``timeout`` and every attempt inside the limiter."""
+        whole call inside ``timeout`` and every attempt inside the limiter.
+
+        ``decode``, if given, sees the bytes of every HTTP 200 answer first: what it returns,
+        unless None, is the call's result. It must return None for anything but a successful
+        answer it fully checked (``ActionStatus`` present, ``ErrorCode`` 0); the usual path
+        (JSON, the envelope check, typed errors, retries) then takes the answer."""
         if type(api) is not str or api not in self._checked_apis:
             if not isinstance(api, str) or not _API_RE.match(api):
                 raise TimValidationError("api", f"must look like 'service/command', got {api!r}")
@@ -248,7 +274,7 @@ class Session:
                 raise self._closed_error()
             tries += 1
             try:
-                return await self._attempt(http, api, data, deadline, sigs, task)
+                return await self._attempt(http, api, data, deadline, sigs, task, decode)
             except _AttemptError as failed:
                 error, failure = failed.error, failed.failure
                 if dns_first is None:
@@ -343,7 +369,8 @@ class Session:
         deadline: float,
         sigs: list[str],
         task: asyncio.Task[Any] | None,
-    ) -> dict[str, Any]:
+        decode: Callable[[bytes], Any] | None,
+    ) -> Any:
         sent = False  # the request may have reached the server
         connected = [False]  # set once the request has a connection (_Connector, the trace)
         index = self._base_index
@@ -430,6 +457,10 @@ class Session:
             ) from None
         finally:
             waiting.discard(task)
+        if decode is not None and status == 200:
+            result = decode(raw)
+            if result is not None:
+                return result
         return self._decode(api, status, raw, sigs, index)
 
     def _url(self, index: int, api: str, random_u32: int) -> URL:

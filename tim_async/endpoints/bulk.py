@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
 
 from tim_async._validate import UINT32_MAX, check_int, check_str
 from tim_async.errors import TimError, TimTypeError
-from tim_async.models import ExtensionList, ExtensionPage
-from tim_async.paging import collect_extension_list
+from tim_async.models import ExtensionList
 
 if TYPE_CHECKING:
     from tim_async.caller import Caller
@@ -267,29 +266,27 @@ class _Run:
         calls.setdefault(api, 0)
         pages = 0
 
-        async def counted(walk: AsyncIterator[ExtensionPage]) -> AsyncIterator[ExtensionPage]:
+        def counted() -> None:
             nonlocal pages
-            async for page in walk:
-                pages += 1
-                stats.pages += 1
-                calls[api] += 1
-                yield page
+            pages += 1
+            stats.pages += 1
+            calls[api] += 1
 
         stats.in_flight += 1
         try:
             with self._caller.operation():
                 if isinstance(target, GroupMessage):
-                    walk = self._ext.iter_group_key_values(
-                        target.group_id, target.msg_seq, start_seq=self._start_seq
+                    extensions = await self._ext._pull_group(
+                        target.group_id, target.msg_seq, self._start_seq, counted
                     )
                 else:
-                    walk = self._ext.iter_key_values(
+                    extensions = await self._ext._pull_c2c(
                         target.to_account,
                         target.msg_key,
-                        from_account=target.from_account,
-                        start_seq=self._start_seq,
+                        target.from_account,
+                        self._start_seq,
+                        counted,
                     )
-                extensions = await collect_extension_list(counted(walk))
         except TimError as exc:
             stats.done += 1
             stats.failed += 1

@@ -12,6 +12,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Mapping,
@@ -34,7 +35,7 @@ from tim_async.endpoints import bulk as _bulk
 from tim_async.endpoints.bulk import PullResult, PullStats, Target
 from tim_async.errors import TimTypeError, TimValidationError
 from tim_async.models import ExtensionItem, ExtensionList, ExtensionPage, SetKeyResult
-from tim_async.paging import collect_extension_list, walk_key_values
+from tim_async.paging import pull_key_values, walk_key_values
 
 if TYPE_CHECKING:
     from tim_async.caller import Caller
@@ -262,9 +263,17 @@ class MsgExt:
         group of pairs sharing one ``seq``; :class:`~tim_async.errors.TimNotFoundError` (23004)
         when the message does not exist."""
         with self._caller.operation():
-            return await collect_extension_list(
-                self.iter_group_key_values(group_id, msg_seq, start_seq=start_seq)
-            )
+            return await self._pull_group(group_id, msg_seq, start_seq)
+
+    def _pull_group(
+        self, group_id: str, msg_seq: int, start_seq: int, on_page: Callable[[], None] | None = None
+    ) -> Awaitable[ExtensionList]:
+        """:meth:`group_get_key_values` without its ``operation()`` block (for ``pull_many``,
+        which counts the pages with ``on_page``)."""
+        group, seq = _group_target(group_id, msg_seq)
+        first = _start_seq(start_seq)
+        request = _GroupGetRequest(group_id=group, msg_seq=seq)
+        return pull_key_values(self._caller, API_GROUP_GET, _body_maker(request), first, on_page)
 
     def iter_group_key_values(
         self, group_id: str, msg_seq: int, *, start_seq: int = 0
@@ -324,11 +333,21 @@ class MsgExt:
         ``msg_key`` is the message's ``MsgKey``; ``from_account`` (optional) is the sender.
         Otherwise as :meth:`group_get_key_values`."""
         with self._caller.operation():
-            return await collect_extension_list(
-                self.iter_key_values(
-                    to_account, msg_key, from_account=from_account, start_seq=start_seq
-                )
-            )
+            return await self._pull_c2c(to_account, msg_key, from_account, start_seq)
+
+    def _pull_c2c(
+        self,
+        to_account: str,
+        msg_key: str,
+        from_account: str | None,
+        start_seq: int,
+        on_page: Callable[[], None] | None = None,
+    ) -> Awaitable[ExtensionList]:
+        """:meth:`get_key_values` without its ``operation()`` block (as :meth:`_pull_group`)."""
+        to, key, sender = _c2c_target(to_account, msg_key, from_account)
+        first = _start_seq(start_seq)
+        request = _GetRequest(from_account=sender, to_account=to, msg_key=key)
+        return pull_key_values(self._caller, API_GET, _body_maker(request), first, on_page)
 
     def iter_key_values(
         self,
