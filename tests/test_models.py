@@ -454,6 +454,28 @@ def test_decode_pull_agrees_with_the_json_path(answer: Any, envelope: dict[str, 
         b'"ExtensionList":null}',
         b'{"ActionStatus":null,"ErrorCode":0,"CompleteFlag":0,"LatestSeq":-1,"ClearSeq":-5}',
         b'{"ActionStatus":"OK","ErrorCode":0,"CompleteFlag":2,"LatestSeq":1,"ClearSeq":0}',
+        # a pair field of the wrong type, a pair that is not an object, a field missing
+        *(
+            b'{"ActionStatus":"OK","ErrorCode":0,"CompleteFlag":1,"LatestSeq":1,"ClearSeq":0,'
+            b'"ExtensionList":[{"Key":"a","Value":"v","Seq":1},' + pair + b"]}"
+            for pair in (
+                b'{"Key":"k","Value":1,"Seq":1}',
+                b'{"Key":null,"Value":"v","Seq":1}',
+                b'{"Key":"k","Value":"v","Seq":"1"}',
+                b'{"Key":"k","Value":"v","Seq":true}',
+                b'{"Key":"k","Value":"v","Seq":1.5}',
+                b'{"Key":"k","Value":"v"}',
+                b'["k","v",1]',
+                b'"k"',
+            )
+        ),
+        b'{"ActionStatus":"OK","ErrorCode":0,"CompleteFlag":1,"LatestSeq":1,"ClearSeq":0,'
+        b'"ExtensionList":{"Key":"k","Value":"v","Seq":1}}',
+        b'{"ActionStatus":"OK","ErrorCode":0,"CompleteFlag":true,"LatestSeq":1,"ClearSeq":0}',
+        b'{"ActionStatus":"OK","ErrorCode":0,"CompleteFlag":1,"ClearSeq":0}',
+        b'{"ErrorCode":0,"CompleteFlag":1,"LatestSeq":1,"ClearSeq":0}',
+        b'{"ActionStatus":"OK","CompleteFlag":1,"LatestSeq":1,"ClearSeq":0}',
+        b'{"ActionStatus":"OK","ErrorCode":false,"CompleteFlag":1,"LatestSeq":1,"ClearSeq":0}',
     ],
 )
 def test_decode_pull_agrees_with_the_json_path_on_edge_bytes(raw: bytes) -> None:
