@@ -490,19 +490,48 @@ async def _walk(
     return caller, pages, error
 
 
+async def _pull(
+    server: ModelServer, start_seq: int, group: bool
+) -> tuple[FakeCaller, ExtensionList | None, BaseException | None]:
+    """The same walk through ``group_get_key_values`` / ``get_key_values`` (one coroutine,
+    ``paging.pull_key_values``, not the pages' iterator)."""
+    caller = FakeCaller(server.handle, max_calls=2_000)
+    ext = MsgExt(caller)
+    try:
+        if group:
+            return caller, await ext.group_get_key_values("g", 9, start_seq=start_seq), None
+        result = await ext.get_key_values("u", "mk", from_account="s", start_seq=start_seq)
+        return caller, result, None
+    except TimPagingError as exc:
+        return caller, None, exc
+
+
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_walk_matches_model_server(scenario: tuple[ModelServer, int, bool]) -> None:
     server, start_seq, group = scenario
     walked: list[tuple[FakeCaller, list[ExtensionPage], BaseException | None]] = []
+    pulled: list[tuple[FakeCaller, ExtensionList | None, BaseException | None]] = []
 
     async def walk() -> None:  # returns nothing: asyncio.run may repr a result (reads items)
         walked.append(await _walk(server, start_seq, group))
+        pulled.append(await _pull(server, start_seq, group))
 
     asyncio.run(walk())
     ((caller, pages, error),) = walked
     # Merged before anything reads the pages' items: from_pages works on their rows.
     merged = ExtensionList.from_pages(pages)
+    # The one-call pull asks for the same pages and gives the same merge (or the same error).
+    ((pull_caller, pull_result, pull_error),) = pulled
+    assert pull_caller.calls == caller.calls
+    assert type(pull_error) is type(error)
+    if error is None:
+        assert pull_result is not None
+        assert pull_result == merged
+        assert (pull_result.latest_seq, pull_result.clear_seq) == (
+            merged.latest_seq,
+            merged.clear_seq,
+        )
 
     rows = [row for row in server.listing() if row[2] >= start_seq]
     stuck = progress_impossible(rows, server.page_size)
