@@ -80,6 +80,17 @@ def test_bench_overhead_smoke() -> None:
     assert "goal (sdk/raw >= 0.90)" in out
 
 
+def test_bench_instructions_smoke() -> None:
+    # --native: the measured children run without valgrind (each checks it read every pair).
+    out = run(
+        "bench_instructions.py", "--native", "--calls", "5", "--sizes", "7", "--kinds", "sdk,call"
+    )
+    rows = table_rows(out)
+    assert rows[0][0] == "items/page"
+    assert [row[0] for row in rows[1:]] == ["7"]
+    assert "native run, no counts" in out
+
+
 def test_bench_bulk_smoke() -> None:
     out = run("bench_bulk.py", "--messages", "15", "--keys-max", "300", "--concurrency", "4")
     rows = table_rows(out)

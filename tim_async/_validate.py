@@ -202,6 +202,8 @@ def plain_json(body: Any, field: str = "body") -> dict[str, Any]:
     no such numbers; orjson would send ``null``) and a mapping that repeats a key."""
     if body is None:
         return {}
+    if type(body) is dict and _SCALARS.issuperset(map(type, body.values())):
+        return dict(body)  # the usual body: a dict of plain scalars (keys unique already)
     if not isinstance(body, Mapping):
         raise TimTypeError(field, f"must be a mapping, got {_type_name(body)}")
     result = _plain(body, field, field)
