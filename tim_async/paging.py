@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KeyValuesAnswer",
-    "collect_extension_list",
     "decode_key_values",
     "decode_pull",
     "pull_key_values",
@@ -307,9 +306,9 @@ async def pull_key_values(
     start_seq: int,
     on_page: Callable[[], None] | None = None,
 ) -> ExtensionList:
-    """The whole walk of :func:`walk_key_values` merged into one :class:`ExtensionList`, as
-    :func:`collect_extension_list` would merge it, in one coroutine (no async generator
-    between the caller and its pages). ``on_page()`` is called after each page is read."""
+    """The whole walk of :func:`walk_key_values` merged into one :class:`ExtensionList` (as
+    :meth:`ExtensionList.from_pages` merges its pages), in one coroutine: no async generator
+    between the caller and its pages. ``on_page()`` is called after each page is read."""
     walk = _Walk(api, start_seq)
     answer = await caller.call(api, make_body(start_seq), decode=decode_pull)
     complete, latest, clear, fresh = walk.step(answer)
@@ -353,15 +352,3 @@ def _merge_page(
     triples = list(fresh.values())
     triples.sort(key=_third)
     return _transpose(triples), progressed, top
-
-
-async def collect_extension_list(pages: AsyncIterator[ExtensionPage]) -> ExtensionList:
-    """Read every page of a walk (:func:`walk_key_values`) and merge them into one
-    :class:`ExtensionList`."""
-    collected = [page async for page in pages]
-    if len(collected) == 1:
-        # The usual case. A walk's page holds unique keys sorted by seq, all above
-        # max(0, its ClearSeq): exactly what from_pages would return, without the merge.
-        page = collected[0]
-        return _lazy_list(page._columns(), max(0, page.latest_seq), max(0, page.clear_seq))
-    return ExtensionList.from_pages(collected)

@@ -64,6 +64,7 @@ MAX_ANSWER_BYTES = 32 * 1024 * 1024
 #: be answered in time, and would hold its slot for the limiter's unanswered_hold): the call
 #: fails as a timeout, unsent, and the slot is given back.
 MIN_SEND_TIME = 0.005
+
 _T = TypeVar("_T")
 
 
