@@ -91,16 +91,18 @@ async def test_a_retried_code_is_declined_then_the_retry_is_decoded(spy: Spy) ->
     assert (spy.declined, spy.taken) == (1, 1)
 
 
-async def test_a_malformed_answer_is_declined_and_named_by_the_json_path() -> None:
+async def test_a_truncated_answer_is_declined_and_retried_by_the_session(spy: Spy) -> None:
     async with FakeTimServer(rate_limit=None) as server:
         gid = server.create_group()
         seq = server.send_group_msg(gid)
         server.put_group_extensions(gid, seq, {"a": "1"})
         server.faults.script(PULL, [Fault.TRUNCATED_JSON])
         async with client(server) as tim:
-            # retried (a truncated answer may be a transport fault), then decoded
+            # the JSON path finds no envelope: retried (it may be a transport fault), decoded
             result = await tim.msg_ext.group_get_key_values(gid, seq)
+            assert tim.stats.retries == 1
     assert result.as_dict() == {"a": "1"}
+    assert (spy.declined, spy.taken) == (1, 1)
 
 
 async def test_session_call_returns_what_the_hook_gives_and_the_json_when_it_declines() -> None:
