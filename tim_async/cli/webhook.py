@@ -32,19 +32,14 @@ from tim_async.cli.options import (
 )
 from tim_async.cli.output import err
 from tim_async.cli.registry import Commands
-from tim_async.webhooks import (
-    C2CMsgExtensionEvent,
-    ExtensionOperation,
-    GroupAttrChangedEvent,
-    GroupMsgExtensionEvent,
-    WebhookEvent,
-    WebhookReceiver,
-)
 
+# tim_async.webhooks is imported where it is used: it brings aiohttp's server side (~30 ms at
+# start-up), which no command but `webhook listen` and `demo` needs.
 if TYPE_CHECKING:
     from tim_async.cli.demo_walk import _Checks
     from tim_async.client import TimClient
     from tim_async.testing import FakeTimServer
+    from tim_async.webhooks import WebhookEvent
 
 ENV_WEBHOOK_TOKEN: Final = "TIM_WEBHOOK_TOKEN"
 
@@ -99,6 +94,8 @@ async def listen(
         stream.write(orjson.dumps(event_record(event)) + b"\n")
         stream.flush()
 
+    from tim_async.webhooks import WebhookReceiver
+
     logger = logging.getLogger("tim_async.webhooks")
     handler = _StderrLines(logging.WARNING)
     logger.addHandler(handler)
@@ -150,6 +147,8 @@ class DemoWebhooks:
 
     @classmethod
     async def start(cls, server: FakeTimServer, checks: _Checks) -> DemoWebhooks:
+        from tim_async.webhooks import WebhookReceiver
+
         trip = cls(server, checks)
         token = os.urandom(16).hex()
         receiver = WebhookReceiver(server.sdkappid, token=token, handler=trip._collect)
@@ -195,6 +194,12 @@ class DemoWebhooks:
 
 
 def _signature(event: WebhookEvent) -> tuple[Any, ...]:
+    from tim_async.webhooks import (
+        C2CMsgExtensionEvent,
+        GroupAttrChangedEvent,
+        GroupMsgExtensionEvent,
+    )
+
     if isinstance(event, GroupMsgExtensionEvent):
         return ("group", event.operation.value, event.seq, [(i.key, i.seq) for i in event.items])
     if isinstance(event, C2CMsgExtensionEvent):
@@ -206,6 +211,8 @@ def _signature(event: WebhookEvent) -> tuple[Any, ...]:
 
 async def _round_trip_writes(server: FakeTimServer, tim: TimClient) -> list[tuple[Any, ...]]:
     """Writes of every kind; returns what their webhooks must say, from the REST answers."""
+    from tim_async.webhooks import ExtensionOperation
+
     expected: list[tuple[Any, ...]] = []
     gid = server.create_group("@TGS#DEMOHOOKS")
     seq = server.send_group_msg(gid)
