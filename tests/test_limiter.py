@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import pytest
+from _helpers import max_in_window
 from aiolimiter import AsyncLimiter
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -68,16 +69,6 @@ def simulate(
         reach = rtt if answered else rtt + unanswered_hold
         out.append((now, now + frac * reach, now + rtt))
     return out
-
-
-def max_in_window(times: list[float], period: float) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - period:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 requests_st = st.lists(

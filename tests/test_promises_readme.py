@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from _helpers import max_in_window
 
 from tim_async import CounterMode, RetryPolicy, TimClient, errors
 from tim_async.testing import FakeTimServer, Fault
@@ -215,19 +216,9 @@ async def test_default_usersig_is_valid_one_day_and_cached() -> None:
 # ------------------------------------------------------------------ the rate limit
 
 
-def _max_in_any_second(times: list[float]) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while times[start] <= t - 1.0:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def test_max_in_any_second_helper() -> None:
-    assert _max_in_any_second([0.0, 0.5, 0.99, 1.0, 1.5]) == 3
-    assert _max_in_any_second([]) == 0
+    assert max_in_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3
+    assert max_in_window([]) == 0
 
 
 async def test_default_limit_is_200_per_command_and_two_commands_each_run_at_it() -> None:
@@ -245,9 +236,9 @@ async def test_default_limit_is_200_per_command_and_two_commands_each_run_at_it(
         log = server.requests
     assert [e for e in log if e.error_code != 0] == []  # no 60007: never over the limit
     per_command = {
-        command: _max_in_any_second([e.time for e in log if e.command == command])
+        command: max_in_window([e.time for e in log if e.command == command])
         for command in (GET_ATTR, GET_COUNTER)
     }
     assert all(n <= 200 for n in per_command.values()), per_command
     # One shared budget would never let more than 200 of both into one second.
-    assert _max_in_any_second([e.time for e in log]) > 200, per_command
+    assert max_in_window([e.time for e in log]) > 200, per_command

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
 import attrs
 import pytest
+from _helpers import exception_texts
 from aiohttp import web
 
 import tim_async.client
@@ -62,26 +62,6 @@ def test_the_fragment_check_sees_a_partial_redaction() -> None:
     assert leaks([f"usersig=<redacted>{sig[1:]}"], [sig])
     assert leaks([f"...{sig[10:18]}..."], [sig])
     assert not leaks([f"...{sig[10:17]}..."], [sig])
-
-
-def exception_texts(exc: BaseException) -> list[str]:
-    texts = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args)]
-        texts += [repr(value) for value in vars(current).values()] if hasattr(
-            current, "__dict__"
-        ) else []  # fmt: skip
-        for name in ("info", "body", "body_excerpt", "api", "status", "code"):
-            if hasattr(current, name):
-                texts.append(repr(getattr(current, name)))
-        todo += [current.__cause__, current.__context__]
-    return texts
 
 
 # ------------------------------------------------------------------ the echoing server

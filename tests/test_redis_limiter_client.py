@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from _helpers import max_in_window
 from test_redis_limiter import throwaway_redis
 
 from tim_async.client import TimClient
@@ -51,17 +52,6 @@ def seeded(server: FakeTimServer) -> dict[str, object]:
     """A body for COMMAND that the emulator answers with ErrorCode 0."""
     group_id = server.create_group()
     return {"GroupId": group_id, "MsgSeq": server.send_group_msg(group_id)}
-
-
-def max_in_window(times: list[float], width: float) -> int:
-    """The most arrivals in any window ``(t - width, t]`` (how the emulator counts)."""
-    ts = sorted(times)
-    best = lo = 0
-    for hi, t in enumerate(ts):
-        while ts[lo] <= t - width:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 # --------------------------------------------------------------------------- keys per app

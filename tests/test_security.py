@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from _helpers import exception_texts
 from aiohttp import web
 
 from tim_async import errors
@@ -62,23 +62,6 @@ def captured_logs() -> Iterator[Capture]:
         sdk.propagate = True
         root.setLevel(old[0])
         sdk.setLevel(old[1])
-
-
-def exception_texts(exc: BaseException) -> list[str]:
-    """str, repr and attributes of ``exc`` and of every exception chained to it, and the
-    formatted traceback."""
-    texts = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), repr(current.args)]
-        texts += [repr(value) for value in getattr(current, "__dict__", {}).values()]
-        todo += [current.__cause__, current.__context__]
-    return texts
 
 
 class Run:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
-from typing import Any
 
 import attrs
 import pytest
+from _helpers import arrived, make_client
 
 from tim_async import TimClient, TimClosedError, TimConfigError, TimError, TimEventLoopError
 from tim_async.limiter import SlidingWindowLimiter
@@ -19,26 +19,10 @@ from tim_async.testing import TEST_SECRET_KEY, FakeTimServer, Fault
 GET_ATTR = "group_open_attr_http_svc/get_group_attr"
 
 
-async def arrived(server: FakeTimServer, command: str) -> None:
-    """Wait (polling) until the emulator logged a request of ``command``."""
-    for _ in range(2000):
-        if server.requests_for(command):
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"no request of {command} arrived")
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[FakeTimServer]:
     async with FakeTimServer(rate_limit=None) as srv:
         yield srv
-
-
-def make_client(server: FakeTimServer, **kw: Any) -> TimClient:
-    kw.setdefault("retry", RetryPolicy(max_retries=3, backoff_base=0.01))
-    return TimClient(
-        server.sdkappid, server.admin, secret_key=TEST_SECRET_KEY, base_url=server.base_url, **kw
-    )
 
 
 async def turns(n: int = 5) -> None:

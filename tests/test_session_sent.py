@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
+from _helpers import arrived, make_client
 
 from tim_async import (
     TimClient,
@@ -19,8 +19,7 @@ from tim_async import (
     connection_trace,
 )
 from tim_async.limiter import Slot
-from tim_async.retry import RetryPolicy
-from tim_async.testing import TEST_SECRET_KEY, FakeTimServer, Fault
+from tim_async.testing import FakeTimServer, Fault
 
 GET_ATTR = "group_open_attr_http_svc/get_group_attr"
 UPDATE = "group_open_http_svc/update_group_counter"
@@ -53,30 +52,10 @@ class RecordingLimiter:
         return None
 
 
-async def arrived(server: FakeTimServer, command: str) -> None:
-    """Wait (polling) until the emulator logged a request of ``command``."""
-    for _ in range(2000):
-        if server.requests_for(command):
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"no request of {command} arrived")
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[FakeTimServer]:
     async with FakeTimServer(rate_limit=None) as srv:
         yield srv
-
-
-def make_client(server: FakeTimServer, **kw: Any) -> TimClient:
-    return TimClient(
-        server.sdkappid,
-        server.admin,
-        secret_key=TEST_SECRET_KEY,
-        base_url=server.base_url,
-        retry=RetryPolicy(max_retries=3, backoff_base=0.01),
-        **kw,
-    )
 
 
 async def hold_the_connection(server: FakeTimServer, http: aiohttp.ClientSession, gid: str) -> None:
