@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote
 
 import pytest
+from test_cli import run_cli
 
 from tim_async.testing import FakeTimServer, Fault
 
@@ -35,25 +36,9 @@ def _env(server: FakeTimServer, **changes: str) -> dict[str, str]:
 async def _run(
     *args: str, env: Mapping[str, str], stdin: bytes = b"", seconds: float = 60.0
 ) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tim_async",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), seconds)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    assert "Traceback" not in err.decode(), err.decode()
-    return proc.returncode, out.decode(), err.decode()
+    """``python -m tim_async ARGS`` through test_cli's runner (no secret, no traceback)."""
+    result = await run_cli(*args, env=env, stdin=stdin, seconds=seconds)
+    return result.rc, result.out, result.err
 
 
 @pytest.fixture
