@@ -236,6 +236,24 @@ def _body_maker(request: _GroupGetRequest | _GetRequest) -> Callable[[int], dict
     return make_body
 
 
+def _group_pull(
+    group_id: str, msg_seq: int, start_seq: int
+) -> tuple[Callable[[int], dict[str, Any]], int]:
+    """The checked arguments of a group message pull as the walk's ``(make_body, start_seq)``."""
+    group, seq = _group_target(group_id, msg_seq)
+    first = _start_seq(start_seq)
+    return _body_maker(_GroupGetRequest(group_id=group, msg_seq=seq)), first
+
+
+def _c2c_pull(
+    to_account: str, msg_key: str, from_account: str | None, start_seq: int
+) -> tuple[Callable[[int], dict[str, Any]], int]:
+    """The checked arguments of a one-to-one message pull, as :func:`_group_pull`."""
+    to, key, sender = _c2c_target(to_account, msg_key, from_account)
+    first = _start_seq(start_seq)
+    return _body_maker(_GetRequest(from_account=sender, to_account=to, msg_key=key)), first
+
+
 # --------------------------------------------------------------------------- namespace
 
 
@@ -270,10 +288,8 @@ class MsgExt:
     ) -> Awaitable[ExtensionList]:
         """:meth:`group_get_key_values` without its ``operation()`` block (for ``pull_many``,
         which counts the pages with ``on_page``)."""
-        group, seq = _group_target(group_id, msg_seq)
-        first = _start_seq(start_seq)
-        request = _GroupGetRequest(group_id=group, msg_seq=seq)
-        return pull_key_values(self._caller, API_GROUP_GET, _body_maker(request), first, on_page)
+        make_body, first = _group_pull(group_id, msg_seq, start_seq)
+        return pull_key_values(self._caller, API_GROUP_GET, make_body, first, on_page)
 
     def iter_group_key_values(
         self, group_id: str, msg_seq: int, *, start_seq: int = 0
@@ -285,10 +301,8 @@ class MsgExt:
         :meth:`ExtensionList.from_pages` (which applies the final ``clear_seq``). Breaking out
         early is safe: no connection is held between pages. Each call starts a new walk from
         ``start_seq``."""
-        group, seq = _group_target(group_id, msg_seq)
-        first = _start_seq(start_seq)
-        request = _GroupGetRequest(group_id=group, msg_seq=seq)
-        return walk_key_values(self._caller, API_GROUP_GET, _body_maker(request), first)
+        make_body, first = _group_pull(group_id, msg_seq, start_seq)
+        return walk_key_values(self._caller, API_GROUP_GET, make_body, first)
 
     async def group_set_key_values(
         self,
@@ -344,10 +358,8 @@ class MsgExt:
         on_page: Callable[[], None] | None = None,
     ) -> Awaitable[ExtensionList]:
         """:meth:`get_key_values` without its ``operation()`` block (as :meth:`_pull_group`)."""
-        to, key, sender = _c2c_target(to_account, msg_key, from_account)
-        first = _start_seq(start_seq)
-        request = _GetRequest(from_account=sender, to_account=to, msg_key=key)
-        return pull_key_values(self._caller, API_GET, _body_maker(request), first, on_page)
+        make_body, first = _c2c_pull(to_account, msg_key, from_account, start_seq)
+        return pull_key_values(self._caller, API_GET, make_body, first, on_page)
 
     def iter_key_values(
         self,
@@ -360,10 +372,8 @@ class MsgExt:
         """Pages of a one-to-one message's extension pairs, as an async iterator.
 
         As :meth:`iter_group_key_values`."""
-        to, key, sender = _c2c_target(to_account, msg_key, from_account)
-        first = _start_seq(start_seq)
-        request = _GetRequest(from_account=sender, to_account=to, msg_key=key)
-        return walk_key_values(self._caller, API_GET, _body_maker(request), first)
+        make_body, first = _c2c_pull(to_account, msg_key, from_account, start_seq)
+        return walk_key_values(self._caller, API_GET, make_body, first)
 
     async def set_key_values(
         self,
