@@ -115,10 +115,15 @@ def check_key_list(
     seen: set[str] = set()
     for key in result:
         _check_key(field, key, max_bytes=key_max_bytes)
-        if key in seen:
-            raise TimValidationError(field, f"duplicate key {_show(key)}")
-        seen.add(key)
+        _refuse_repeat(field, seen, key)
     return result
+
+
+def _refuse_repeat(field: str, seen: set[str], key: str) -> None:
+    """Refuse ``key`` if it is in ``seen`` (keys already taken), else add it."""
+    if key in seen:
+        raise TimValidationError(field, f"duplicate key {_show(key)}")
+    seen.add(key)
 
 
 def check_str_mapping(
@@ -145,9 +150,7 @@ def check_str_mapping(
     for key, value in pairs:
         _check_key(field, key, max_bytes=key_max_bytes)
         if not unique:
-            if key in seen:
-                raise TimValidationError(field, f"duplicate key {_show(key)}")
-            seen.add(key)
+            _refuse_repeat(field, seen, key)
         item_field = f"{field}[{_show(key)}]"
         if not isinstance(value, str):
             raise TimTypeError(item_field, f"value must be str, got {_type_name(value)}")
@@ -183,8 +186,12 @@ def check_int_mapping(
     pairs = list(values.items())
     _check_count(field, len(pairs), max_items=max_items, noun=noun, per=per)
     result = []
+    unique = type(values) is dict  # a dict cannot repeat a key; another Mapping might
+    seen: set[str] = set()
     for key, value in pairs:
         _check_key(field, key, max_bytes=key_max_bytes)
+        if not unique:
+            _refuse_repeat(field, seen, key)
         item_field = f"{field}[{_show(key)}]"
         if type(value) is bool or not isinstance(value, int):
             raise TimTypeError(item_field, f"value must be int, got {_type_name(value)}")
