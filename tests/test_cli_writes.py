@@ -9,6 +9,7 @@ import os
 import pathlib
 import pty
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -384,5 +385,33 @@ async def test_reading_targets_from_a_terminal_leaves_its_flags_alone(
         assert proc.returncode == 0, err_b.decode()
         assert os.get_blocking(slave)
     finally:
+        os.close(master)
+        os.close(slave)
+
+
+async def test_ctrl_c_while_waiting_for_a_line_from_a_terminal_exits_130(
+    server: FakeTimServer,
+) -> None:
+    # The terminal is read by a thread that holds the stream until a line comes: closing the
+    # input at the end of the run must not wait for it (it hung forever).
+    master, slave = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tim_async", "ext", "pull-bulk",
+            stdin=slave, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=cli_env(server),
+        )  # fmt: skip
+        assert proc.stderr is not None
+        prompt = await asyncio.wait_for(proc.stderr.readline(), TIMEOUT)
+        assert b"reading targets from the terminal" in prompt
+        await asyncio.sleep(0.3)  # the reading thread is waiting for a line now
+        proc.send_signal(signal.SIGINT)
+        _, err_b = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        assert proc.returncode == 130, err_b.decode()
+        assert b"interrupted" in err_b
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
         os.close(master)
         os.close(slave)

@@ -226,8 +226,9 @@ async def _read_in_thread(stream: BinaryIO) -> bytes:
 class TargetSource:
     """Reads targets lazily, one line at a time, from a file or a stream (never all at once).
 
-    A regular file is read with plain reads; a pipe or terminal through an asyncio pipe reader,
-    so waiting for input never blocks the calls in flight. After a malformed line, ``error``
+    A regular file is read with plain reads; a pipe or socket through an asyncio pipe reader,
+    a terminal or another device that cannot be polled by a blocking read in a thread, so
+    waiting for input never blocks the calls in flight. After a malformed line, ``error``
     holds it and :meth:`next` returns ``None`` (the run stops taking targets).
     """
 
@@ -252,6 +253,7 @@ class TargetSource:
         self._reader: asyncio.StreamReader | None = None
         self._transport: asyncio.ReadTransport | None = None
         self._stopped = False
+        self._thread_reading = False
 
     @classmethod
     def open(cls, path: str | None) -> TargetSource:
@@ -316,7 +318,12 @@ class TargetSource:
                 raise ValueError("line too long")
             return raw
         if not self._pollable:
-            return await _read_in_thread(self._stream)
+            # Until the thread's readline returns it holds the stream's lock: closing the
+            # stream meanwhile (Ctrl-C on a terminal nobody types into) would wait forever.
+            self._thread_reading = True
+            raw = await _read_in_thread(self._stream)
+            self._thread_reading = False
+            return raw
         if self._reader is None:
             loop = asyncio.get_running_loop()
             self._reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
@@ -371,5 +378,7 @@ class TargetSource:
             if self._shared_fd is not None:
                 with contextlib.suppress(OSError):
                     os.set_blocking(self._shared_fd, True)
+        if self._thread_reading:
+            return  # a daemon thread still reads it: the descriptor goes with the process
         with contextlib.suppress(OSError):
             self._stream.close()
