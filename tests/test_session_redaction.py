@@ -213,3 +213,13 @@ def test_the_redactor_remembers_only_its_last_keep_usersigs() -> None:
     assert redactor.redact(f"a {second} b") == f"a {REDACTED} b"
     assert redactor.redact(f"a {first} b") == f"a {first} b"  # dropped out
     assert redactor.redact(f"a {first} b", [first]) == f"a {REDACTED} b"
+
+
+def test_a_remembered_usersig_shorter_than_a_fragment_is_cut_from_short_text() -> None:
+    # A UserSig under 8 characters is removed where it appears whole, also from a text that is
+    # itself shorter than 8 characters (an error message such as "xabc12").
+    redactor = Redactor()
+    redactor.remember("abc12")
+    assert redactor.redact("xabc12") == f"x{REDACTED}"
+    assert redactor.redact("xxabc12x") == f"xx{REDACTED}x"
+    assert redactor.redact("xabc1") == "xabc1"

@@ -38,12 +38,13 @@ class Redactor:
     """Remembers the last ``keep`` UserSigs it was shown, and redacts them (and any UserSig
     passed to :meth:`redact`) from text."""
 
-    __slots__ = ("_all", "_grams", "_keep", "longest")
+    __slots__ = ("_all", "_grams", "_has_short", "_keep", "longest")
 
     def __init__(self, keep: int = 16) -> None:
         self._keep = keep
         self._grams: collections.OrderedDict[str, frozenset[str]] = collections.OrderedDict()
         self._all: frozenset[str] = frozenset()  # the union of the remembered ones
+        self._has_short = False  # a remembered UserSig shorter than a fragment (whole matches)
         #: Length of the longest form (raw or URL-encoded) of a UserSig seen, in characters.
         self.longest = 0
 
@@ -58,6 +59,7 @@ class Redactor:
         while len(grams) > self._keep:
             grams.popitem(last=False)
         self._all = frozenset().union(*grams.values())
+        self._has_short = any(len(gram) < MIN_FRAGMENT for gram in self._all)
 
     def redact(self, text: str, sigs: Iterable[str] = ()) -> str:
         """``text`` without the ``usersig`` query value and without any run of at least
@@ -65,7 +67,11 @@ class Redactor:
         text = _USERSIG_RE.sub(r"\1" + REDACTED, text)
         known = self._grams
         extra = [s for s in sigs if s and s not in known]
-        if len(text) < MIN_FRAGMENT and not any(len(s) < MIN_FRAGMENT for s in extra):
+        if (
+            len(text) < MIN_FRAGMENT
+            and not self._has_short
+            and not any(len(s) < MIN_FRAGMENT for s in extra)
+        ):
             return text
         grams = self._all.union(*(_grams(s) for s in extra)) if extra else self._all
         return _cut_out(text, grams) if grams else text
