@@ -4,6 +4,8 @@ each raised code maps to (exactly one request)."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -167,3 +169,16 @@ def test_every_error_class_is_importable_from_the_package() -> None:
         assert getattr(tim_async, name) is getattr(errors, name), name
         assert name in tim_async.__all__
     assert issubclass(tim_async.TimEventLoopError, tim_async.TimError)
+
+
+@pytest.mark.parametrize("copy_of", [copy.copy, lambda e: pickle.loads(pickle.dumps(e))])
+def test_a_transport_error_copied_or_pickled_keeps_its_message(copy_of: Any) -> None:
+    err = errors.TimOutcomeUnknownError("boom", api="a/b", status=502, body_excerpt="xx")
+    err._amend(attempts=3)
+    again = copy_of(err)
+    assert type(again) is type(err)
+    assert (again.message, again.api, again.status, again.attempts) == ("boom", "a/b", 502, 3)
+    assert str(again) == str(err)
+    again._amend(attempts=4, note="n")  # as the session amends an error it re-raises
+    assert again.message == "n: boom"
+    assert str(again) == "a/b: n: boom; HTTP 502; after 4 attempts"

@@ -243,7 +243,7 @@ class TimTransportError(TimError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_transport,
-            (type(self), self.args[0], self.api, self.status, self.attempts),
+            (type(self), self.args[0], self.api, self.status, self.attempts, self.message),
         )
 
 
@@ -253,10 +253,12 @@ def _rebuild_transport(
     api: str,
     status: int | None,
     attempts: int | None = None,
+    message: str | None = None,
 ) -> TimTransportError:
     err = cls.__new__(cls)
     Exception.__init__(err, text)
-    err.message, err.api, err.status, err.body_excerpt = text, api, status, ""
+    err.message = text if message is None else message
+    err.api, err.status, err.body_excerpt = api, status, ""
     err.attempts = attempts
     return err
 
