@@ -12,7 +12,7 @@ import pytest
 from _helpers import arrived, make_client
 
 from tim_async import TimClient, TimClosedError, TimConfigError, TimError, TimEventLoopError
-from tim_async.limiter import SlidingWindowLimiter
+from tim_async.limiter import LimiterClosedError, SlidingWindowLimiter
 from tim_async.retry import RetryPolicy
 from tim_async.testing import TEST_SECRET_KEY, FakeTimServer, Fault
 
@@ -69,9 +69,15 @@ async def test_a_limiter_the_client_made_is_closed_with_it(server: FakeTimServer
     await tim.group_attr.get_group_attr(gid)
     waiter = asyncio.create_task(tim.group_attr.get_group_attr(gid))
     await turns()
+    # The limiter the client made has no public handle: read it to see that it was closed,
+    # not only that close() woke the waiter.
+    limiter = tim._session._limiter
     await tim.close()
     with pytest.raises(TimClosedError):
         await waiter
+    with pytest.raises(LimiterClosedError):
+        async with limiter.acquire(GET_ATTR):
+            pass
 
 
 @attrs.frozen
