@@ -109,8 +109,15 @@ async def echo_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
             {"ActionStatus": "FAIL", "ErrorCode": 10004, "ErrorInfo": f'"usersig": "{sig}"'}
         )
 
+    async def at_the_edge(request: web.Request) -> web.StreamResponse:
+        # The echoed UserSig starts 5 characters before the excerpt's 200-character end.
+        pad = "é" if request.path.endswith("_wide") else "y"
+        return web.Response(status=502, text=pad * 195 + request.query["usersig"])
+
     state["slow_started"] = asyncio.Event()
     app = web.Application()
+    app.router.add_post("/v4/a/at_the_edge", at_the_edge)
+    app.router.add_post("/v4/a/at_the_edge_wide", at_the_edge)
     app.router.add_post("/v4/a/cut_excerpt", cut_excerpt)
     app.router.add_post("/v4/a/cut_info", cut_info)
     app.router.add_post("/v4/a/renew", renew)
@@ -156,6 +163,25 @@ async def test_an_echo_cut_by_the_excerpt_limit_is_redacted(
     assert len(retry_records) == 1  # the DEBUG record of the one retry
     texts = [str(err), repr(err), err.body_excerpt, *retry_records]
     assert leaks(texts, provider.sig) == []
+
+
+@pytest.mark.parametrize("pad", ["y", "é"])
+async def test_an_echo_at_the_end_of_the_excerpt_is_redacted_before_the_cut(
+    echo_server: tuple[str, dict[str, Any]], pad: str
+) -> None:
+    # Cut first and the excerpt would end in the UserSig's first 5 characters, too short for
+    # a fragment check to find; redacted first, the cut falls inside the marker.
+    url, _ = echo_server
+    provider = Renewable()
+    session = make_session(url, provider, retry=RetryPolicy(max_retries=0))
+    try:
+        with pytest.raises(errors.TimTransportError) as info:
+            await session.call("a/at_the_edge" + ("_wide" if pad != "y" else ""), {})
+    finally:
+        await session.close()
+    excerpt = info.value.body_excerpt
+    assert excerpt.startswith(pad * 195) and len(excerpt) == 200
+    assert provider.sig[:5] not in excerpt
 
 
 async def test_an_echo_in_a_json_field_and_a_cut_one_in_error_info_are_redacted(
