@@ -48,6 +48,12 @@ class ExtensionItem:
     seq: int
 
 
+def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
+    """The setter of slot ``name`` of the slotted class ``cls`` (bypasses frozen attrs' hook)."""
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
+    return setter
+
+
 def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
     """Internal, for the decoding hot path: the slot setters of :class:`ExtensionItem`'s
     ``key``, ``value`` and ``seq``, or None when they must not be used.
@@ -62,7 +68,7 @@ def _slot_setters() -> tuple[Callable[[Any, Any], None], ...] | None:
         for f in fields
     ):
         return None  # pragma: no cover - the model changed: use the constructor
-    return tuple(ExtensionItem.__dict__[f.name].__set__ for f in fields)
+    return tuple(_slot_setter(ExtensionItem, f.name) for f in fields)
 
 
 #: Internal: ``(set_key, set_value, set_seq)`` (see :func:`_slot_setters`), or None.
@@ -255,11 +261,6 @@ def _transpose(triples: list[tuple[str, str, int]]) -> Rows:
         return (), (), ()
     keys, values, seqs = zip(*triples, strict=True)
     return keys, values, seqs
-
-
-def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
-    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
-    return setter
 
 
 _set_page_rows = _slot_setter(ExtensionPage, "_rows")

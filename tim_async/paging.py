@@ -310,22 +310,19 @@ async def pull_key_values(
     :meth:`ExtensionList.from_pages` merges its pages), in one coroutine: no async generator
     between the caller and its pages. ``on_page()`` is called after each page is read."""
     walk = _Walk(api, start_seq)
-    answer = await caller.call(api, make_body(start_seq), decode=decode_pull)
-    complete, latest, clear, fresh = walk.step(answer)
-    if on_page is not None:
-        on_page()
-    if complete:
-        # The usual case: one page, whose pairs are unique, sorted by seq and all above
-        # max(0, its ClearSeq): exactly what from_pages would return, without the merge.
-        return _lazy_list(fresh, max(0, latest), max(0, clear))
-    pages = [_lazy_page(fresh, complete, latest, clear)]
-    while not complete:
+    pages: list[ExtensionPage] = []
+    while True:
         answer = await caller.call(api, make_body(walk.cursor), decode=decode_pull)
         complete, latest, clear, fresh = walk.step(answer)
         if on_page is not None:
             on_page()
+        if complete and not pages:
+            # The usual case: one page, whose pairs are unique, sorted by seq and all above
+            # max(0, its ClearSeq): exactly what from_pages would return, without the merge.
+            return _lazy_list(fresh, max(0, latest), max(0, clear))
         pages.append(_lazy_page(fresh, complete, latest, clear))
-    return ExtensionList.from_pages(pages)
+        if complete:
+            return ExtensionList.from_pages(pages)
 
 
 def _merge_page(

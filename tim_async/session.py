@@ -373,7 +373,7 @@ class Session:
         decode: Callable[[bytes], Any] | None,
     ) -> Any:
         sent = False  # the request may have reached the server
-        connected = [False]  # set once the request has a connection (_Connector, the trace)
+        connected = [False]  # set once the request has a connection (_connect.Connector, the trace)
         index = self._base_index
         waiting = self._waiting
         try:

@@ -200,11 +200,10 @@ class _Run:
                     for _ in range(self._concurrency):
                         queue.put_nowait(_STOP)
         except BaseExceptionGroup as eg:
+            # A worker's error, or the feeder's own (the targets' iterator): the task group
+            # wraps an error of its body too.
             first = eg.exceptions[0] if len(eg.exceptions) == 1 else eg
             self.results.put_nowait(_Failure(first))
-            return
-        except Exception as exc:  # raised by the feeder itself (the targets' iterator)
-            self.results.put_nowait(_Failure(exc))
             return
         finally:
             self.stats.finished = time.monotonic()
