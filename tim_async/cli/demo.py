@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING, Any
 from tim_async.cli.demo_walk import _Checks, _demo_endpoints, _group_matches
 from tim_async.cli.meter import MeteredLimiter
 from tim_async.cli.options import (
-    DEFAULT_CONCURRENCY,
     DEFAULT_RATE_LIMIT,
     EXIT_FAILED,
     EXIT_OK,
-    MAX_CONCURRENCY,
     int_range,
 )
 from tim_async.cli.progress import Progress
 from tim_async.cli.registry import Commands
-from tim_async.endpoints.bulk import GroupMessage, PullStats
+from tim_async.endpoints.bulk import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, GroupMessage, PullStats
 from tim_async.endpoints.msg_ext import API_GROUP_GET
 from tim_async.limiter import SlidingWindowLimiter
 

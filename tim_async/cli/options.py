@@ -23,10 +23,6 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 PROG: Final = "tim-async"
-#: longest accepted line of a targets file (a longer one is malformed; memory stays bounded)
-MAX_LINE_BYTES: Final = 64 * 1024
-DEFAULT_CONCURRENCY: Final = 64
-MAX_CONCURRENCY: Final = 10_000
 #: most HTTP connections a bulk pull opens (well below the usual limit of 1024 open files)
 MAX_CONNECTIONS: Final = 256
 DEFAULT_RATE_LIMIT: Final = 200

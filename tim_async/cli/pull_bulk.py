@@ -16,10 +16,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tim_async.cli.options import (
-    DEFAULT_CONCURRENCY,
     EXIT_FAILED,
     EXIT_OK,
-    MAX_CONCURRENCY,
     MAX_CONNECTIONS,
     client_options,
     connect,
@@ -29,7 +27,14 @@ from tim_async.cli.output import err, error_record, extension_record, isatty, qu
 from tim_async.cli.progress import Progress
 from tim_async.cli.registry import Commands
 from tim_async.cli.targets import MalformedTargetError, Target, TargetSource, to_message
-from tim_async.endpoints.bulk import C2CMessage, GroupMessage, PullResult, PullStats
+from tim_async.endpoints.bulk import (
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
+    C2CMessage,
+    GroupMessage,
+    PullResult,
+    PullStats,
+)
 from tim_async.errors import TimTypeError, TimValidationError
 
 if TYPE_CHECKING:
