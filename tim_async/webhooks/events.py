@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 import attrs
 import orjson
 
+from tim_async._validate import INT64_MAX, UINT32_MAX
 from tim_async.errors import TimWebhookError
 from tim_async.models import ExtensionItem
 
@@ -38,9 +39,6 @@ __all__ = [
 GROUP_MSG_EXTENSION: Final = "Group.CallbackAfterGroupMsgExtension"
 C2C_MSG_EXTENSION: Final = "C2C.CallbackAfterC2CMsgExtension"
 ATTR_CHANGED: Final = "Group.CallbackAfterGroupAttrChanged"
-
-_U32_MAX: Final = 2**32 - 1
-_I64_MAX: Final = 2**63 - 1
 
 
 class WebhookBodyError(TimWebhookError):
@@ -229,7 +227,7 @@ def _int_value(value: Any, name: str, hi: int) -> int:
     return value
 
 
-def _int(body: Mapping[str, Any], name: str, hi: int = _I64_MAX) -> int:
+def _int(body: Mapping[str, Any], name: str, hi: int = INT64_MAX) -> int:
     return _int_value(_field(body, name), name, hi)
 
 
@@ -240,7 +238,7 @@ def _event_time(body: Mapping[str, Any]) -> int:
         if not (value.isascii() and value.isdigit() and len(value) <= 18):
             raise WebhookBodyError("EventTime", "expected milliseconds as an integer")
         return int(value)
-    return _int_value(value, "EventTime", _I64_MAX)
+    return _int_value(value, "EventTime", INT64_MAX)
 
 
 def _list(body: Mapping[str, Any], name: str, *, default_empty: bool) -> list[Any]:
@@ -286,7 +284,7 @@ def _ext_items(body: Mapping[str, Any], operation: ExtensionOperation) -> tuple[
         seq_value = item.get("Seq")
         if seq_value is None:
             raise WebhookBodyError(f"{path}.Seq", "missing")
-        seq = _int_value(seq_value, f"{path}.Seq", _I64_MAX)
+        seq = _int_value(seq_value, f"{path}.Seq", INT64_MAX)
         items.append(ExtensionItem(key=key, value=value, seq=seq))
     return tuple(items)
 
@@ -295,7 +293,7 @@ def _group_ext(body: Mapping[str, Any]) -> GroupMsgExtensionEvent:
     operation = _ext_operation(body)
     return GroupMsgExtensionEvent(
         group_id=_str(body, "GroupId"),
-        msg_seq=_int(body, "MsgSeq", _U32_MAX),
+        msg_seq=_int(body, "MsgSeq", UINT32_MAX),
         operation=operation,
         items=_ext_items(body, operation),
         seq=_int(body, "Seq"),
