@@ -666,3 +666,61 @@ def test_no_token_is_spent_on_a_call_the_window_holds_back() -> None:
 
     full, _ = run_virtual(main)
     assert full
+
+
+class _GatedBucket:
+    """A token bucket whose first token is free and whose next one the test releases."""
+
+    def __init__(self) -> None:
+        self.free = 1
+        self.gate: asyncio.Future[None] | None = None
+
+    def has_capacity(self, amount: float = 1) -> bool:
+        return self.free > 0
+
+    async def acquire(self, amount: float = 1) -> None:
+        if self.free > 0:
+            self.free -= 1
+            return
+        self.gate = asyncio.get_running_loop().create_future()
+        await self.gate
+
+
+class _GatedLimiter(SlidingWindowLimiter):
+    buckets: list[_GatedBucket]
+
+    def _new_bucket(self) -> Any:  # the pacing seam the benchmarks use too
+        bucket = _GatedBucket()
+        self.buckets.append(bucket)
+        return bucket
+
+
+async def test_a_waiter_cancelled_in_the_turn_it_is_admitted_gives_back_its_slot_and_token() -> (
+    None
+):
+    limiter = _GatedLimiter(rate=5, period=60)
+    limiter.buckets = []
+    async with limiter.acquire("a/b"):
+        pass
+    waiter = asyncio.create_task(limiter.acquire("a/b").__aenter__())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    (bucket,) = limiter.buckets
+    assert bucket.gate is not None  # the waiter waits for its token
+    loop = asyncio.get_running_loop()
+
+    def release() -> None:
+        assert bucket.gate is not None
+        bucket.gate.set_result(None)  # the admitter wakes next and hands the slot over ...
+        loop.call_soon(waiter.cancel)  # ... and the waiter is cancelled before it runs
+
+    loop.call_soon(release)
+    (outcome,) = await asyncio.gather(waiter, return_exceptions=True)
+    assert isinstance(outcome, asyncio.CancelledError)
+    assert limiter.window("a/b").in_flight == 0  # the slot came back
+    # ... and the token drawn for it is kept: the next call needs no new one from the bucket.
+    after = limiter.acquire("a/b")
+    await asyncio.wait_for(after.__aenter__(), 1.0)
+    assert limiter.window("a/b").in_flight == 1
+    await after.__aexit__(None, None, None)
+    await limiter.aclose()
